@@ -1,0 +1,103 @@
+"""Model front-ends of the Lyapunov engine and the loop diagnostics the paper reports.
+
+All take a LoopModel and token ids; one prompt is (L,), several are (B, L) (results stacked on a leading
+prompt axis). A `key` seeds the probes and, for Huginn, the random initial state (default: key 0); the
+two are split from it, so the same key always gives the same numbers.
+"""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from loopjax.lyapunov import benettin, benettin_sublayers
+from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
+
+
+def _per_prompt(run, model: LoopModel, tokens, key, init_state, probes):
+    """Run `run(tokens_1d, state_key, probe_key, init_state, probes)` per prompt and stack the results."""
+    tokens = check_ids(model, tokens)
+    key = default_key(key)
+    if tokens.ndim == 1:
+        return run(tokens, *jax.random.split(key), init_state, probes)
+    pick = lambda x, b: None if x is None else (x[b] if jnp.ndim(x) == 3 else x)  # noqa: E731
+    results = [run(tokens[b], *jax.random.split(jax.random.fold_in(key, b)), pick(init_state, b), pick(probes, b))
+               for b in range(tokens.shape[0])]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+
+
+def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None, init_state=None, **engine):
+    """Top-k Lyapunov spectrum of the loop map over a prompt's whole state (L, H) by Benettin's algorithm.
+
+    Returns a LyapunovResult: exponents (k,) in column order (`.sorted()` sorts), log_growth (steps, k),
+    running averages; with (B, L) tokens every field gets a leading prompt axis. `engine` passes warmup,
+    renorm_every, probe_chunk, mesh through to loopjax.benettin.
+    """
+    def run(toks, state_key, probe_key, z0, q0):
+        f, z0 = loop_map(model, toks, key=state_key, init_state=z0)
+        return benettin(f, z0, k=k, steps=steps, key=probe_key, probes=q0, **engine)
+
+    return _per_prompt(run, model, tokens, key, init_state, probes)
+
+
+def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=None, init_state=None, **engine):
+    """Per-sublayer exponents: Benettin with a QR after every named sublayer (Ouro: each decoder layer and the
+    final norm; Huginn: the adapter and each core block). exponents (n_sub, k) sum over sublayers to the
+    full-step spectrum from the same start; `.names` names the rows."""
+    def run(toks, state_key, probe_key, z0, q0):
+        names, maps, z0 = sublayer_maps(model, toks, key=state_key, init_state=z0)
+        return benettin_sublayers(maps, z0, k=k, steps=steps, key=probe_key, probes=q0, names=names, **engine)
+
+    return _per_prompt(run, model, tokens, key, init_state, probes)
+
+
+def lambda1(model: LoopModel, tokens, steps=32, key=None, probes=None, init_state=None, **engine):
+    """The single-probe estimate of the largest exponent (one per prompt for (B, L) tokens)."""
+    return spectrum(model, tokens, k=1, steps=steps, key=key, probes=probes, init_state=init_state,
+                    **engine).exponents[..., 0]
+
+
+@partial(jax.jit, static_argnames="loops")
+def _sublayer_states(maps, z0, loops: int):
+    def one_loop(z, _):
+        outs = []
+        for g in maps:
+            z = g(z)
+            outs.append(z)
+        return z, jnp.stack(outs)
+
+    return jax.lax.scan(one_loop, z0, None, length=loops)[1]
+
+
+def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None):
+    """Cosine similarity between the residual-stream states after every sublayer, across `loops` loops.
+
+    Returns {"names": ["loop0/layers.0", ...], "matrix": (n, n), "states_norm": (n,)} with
+    n = loops * n_sublayers, states flattened over the whole prompt."""
+    check_steps(loops, model)
+    names, maps, z0 = sublayer_maps(model, tokens, key=default_key(key), init_state=init_state)
+    states = _sublayer_states(maps, z0, loops).reshape(loops * len(names), -1)
+    norms = jnp.linalg.norm(states, axis=-1)
+    unit = states / norms[:, None]
+    return {"names": [f"loop{t}/{n}" for t in range(loops) for n in names],
+            "matrix": unit @ unit.T, "states_norm": norms}
+
+
+@partial(jax.jit, static_argnames="steps")
+def _trajectory_norms(f, z0, steps: int):
+    def body(z, _):
+        z_next = f(z)
+        return z_next, (jnp.linalg.norm(z_next - z), jnp.linalg.norm(z_next))
+
+    _, (step_norm, state_norm) = jax.lax.scan(body, z0, None, length=steps)
+    return step_norm, jnp.concatenate([jnp.linalg.norm(z0)[None], state_norm])
+
+
+def convergence(model: LoopModel, tokens, steps=64, key=None, init_state=None):
+    """‖z_{t+1} - z_t‖ (steps,), ‖z_t‖ (steps+1,) and their ratio along the loop of one prompt."""
+    steps = check_steps(steps, model)
+    f, z0 = loop_map(model, tokens, key=default_key(key), init_state=init_state)
+    step_norm, state_norm = _trajectory_norms(f, z0, steps)
+    return {"step_norm": step_norm, "state_norm": state_norm, "relative_step": step_norm / state_norm[:-1]}
+
+
+__all__ = ["spectrum", "attribution", "lambda1", "similarity", "convergence"]

@@ -1,0 +1,199 @@
+"""LoopModel (weights + static architecture) and the forward API: logits, trajectory, loop maps.
+
+Every model file in loopjax.models exposes the same protocol:
+  context(params, cfg, ids) -> ctx          what the loop map needs besides the state (RoPE angles, injection)
+  default_state(params, cfg, ids, ctx, key)  z_0
+  apply_sublayer(params, cfg, ctx, i, z)     the i-th named sublayer of the loop map
+  sublayer_names(cfg), readout(params, cfg, ctx, z) -> logits, init_params(cfg, key)
+"""
+import dataclasses
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.tree_util import Partial
+
+from loopjax.dtypes import compute_dtype, parse_dtype
+from loopjax.models import architecture, ouro
+
+
+@struct.dataclass
+class LoopModel:
+    """Weights (a pytree leaf collection) plus the architecture config as static metadata."""
+    params: Any
+    config: Any = struct.field(pytree_node=False)
+
+    @property
+    def arch(self):
+        return architecture(self.config)
+
+    @property
+    def sublayer_names(self) -> tuple[str, ...]:
+        return self.arch.sublayer_names(self.config)
+
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+    def astype(self, dtype) -> "LoopModel":
+        dtype = parse_dtype(dtype)
+        if dtype is None:
+            return self
+        return self.replace(params=jax.tree.map(lambda w: w.astype(dtype), self.params))
+
+    def num_params(self) -> int:
+        return sum(int(np.prod(w.shape)) for w in jax.tree.leaves(self.params))
+
+
+def random_model(config, key, dtype=None) -> LoopModel:
+    """A model with fresh weights drawn by the architecture's own initialisation scheme."""
+    params = jax.jit(architecture(config).init_params, static_argnums=0)(config, key)
+    return LoopModel(params, config).astype(dtype)
+
+
+# ---- input checks: clear errors before anything is traced ----
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_ids(model: LoopModel, input_ids, ndim=(1, 2)):
+    ids = jnp.asarray(input_ids)
+    if ids.ndim not in ndim:
+        raise ValueError(f"input_ids must have {' or '.join(map(str, ndim))} dims, got shape {ids.shape}")
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"input_ids must be integers, got {ids.dtype}")
+    if ids.shape[-1] < 1:
+        raise ValueError("input_ids is empty: a prompt needs at least one token")
+    if _concrete(ids):
+        host = np.asarray(ids)
+        bad = host[(host < 0) | (host >= model.config.embedding_rows)]
+        if bad.size:
+            raise ValueError(f"token id(s) {sorted(set(bad.tolist()))[:8]} out of vocabulary "
+                             f"[0, {model.config.embedding_rows})")
+    return ids.astype(jnp.int32)
+
+
+def check_steps(steps, model: LoopModel) -> int:
+    steps = model.config.default_steps if steps is None else steps
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps}")
+    return int(steps)
+
+
+def check_state(z, shape, what="init_state"):
+    z = jnp.asarray(z, compute_dtype())
+    if z.shape != tuple(shape):
+        raise ValueError(f"{what} has shape {z.shape}, expected {tuple(shape)} (prompt length, hidden size)")
+    if _concrete(z) and not bool(jnp.isfinite(z).all()):
+        raise FloatingPointError(f"{what} contains NaN or inf")
+    return z
+
+
+def default_key(key):
+    return jax.random.key(0) if key is None else key
+
+
+# ---- loop maps as pytrees: the bound weights and context are leaves, so they are jit arguments ----
+
+@dataclasses.dataclass(frozen=True)
+class Sublayer:
+    """The index-th named sublayer of a model's loop map (index None = the whole step)."""
+    index: int | None = None
+
+    def __call__(self, model: LoopModel, ctx, z):
+        arch, cfg = model.arch, model.config
+        indices = range(len(arch.sublayer_names(cfg))) if self.index is None else [self.index]
+        for i in indices:
+            z = arch.apply_sublayer(model.params, cfg, ctx, i, z)
+        return z
+
+
+@jax.jit
+def _context(model: LoopModel, ids):
+    return model.arch.context(model.params, model.config, ids)
+
+
+@jax.jit
+def _default_state(model: LoopModel, ids, ctx, key):
+    return model.arch.default_state(model.params, model.config, ids, ctx, key)
+
+
+def _prepare(model, input_ids, init_state, key, ndim=(1, 2)):
+    ids = check_ids(model, input_ids, ndim)
+    ctx = _context(model, ids)
+    shape = ids.shape + (model.config.hidden_size,)
+    if init_state is None:
+        z0 = _default_state(model, ids, ctx, default_key(key))
+    else:
+        z0 = check_state(init_state, shape)
+    return ids, ctx, z0
+
+
+def init_state(model: LoopModel, input_ids, key=None):
+    """The default loop start (..., L, H): Ouro's embeddings, Huginn's random state from `key`."""
+    return _prepare(model, input_ids, None, key)[2]
+
+
+def loop_map(model: LoopModel, tokens, key=None, init_state=None):
+    """(f, z0) for one prompt: f maps its state (L, H) -> (L, H) and is a jax.tree_util.Partial."""
+    _, ctx, z0 = _prepare(model, tokens, init_state, key, ndim=(1,))
+    return Partial(Sublayer(None), model, ctx), z0
+
+
+def sublayer_maps(model: LoopModel, tokens, key=None, init_state=None):
+    """(names, maps, z0): the loop map split into named sublayers; composing maps (in order) is f."""
+    _, ctx, z0 = _prepare(model, tokens, init_state, key, ndim=(1,))
+    maps = tuple(Partial(Sublayer(i), model, ctx) for i in range(len(model.sublayer_names)))
+    return model.sublayer_names, maps, z0
+
+
+@partial(jax.jit, static_argnames="steps")
+def _trajectory(model: LoopModel, ctx, z0, steps: int):
+    step = Partial(Sublayer(None), model, ctx)
+
+    def body(z, _):
+        z = step(z)
+        return z, z
+
+    _, states = jax.lax.scan(body, z0, None, length=steps)
+    return jnp.concatenate([z0[None], states], axis=0)
+
+
+@jax.jit
+def _readout(model: LoopModel, ctx, z):
+    return model.arch.readout(model.params, model.config, ctx, z).astype(compute_dtype())
+
+
+def trajectory(model: LoopModel, input_ids, steps=None, init_state=None, key=None):
+    """Loop states z_0..z_S, shape (S+1, *input_ids.shape, H). Ouro: z_s is the normed state after loop s
+    (the reference's per-step hidden states are z_1..z_S); Huginn: the raw latent after each core pass."""
+    steps = check_steps(steps, model)
+    _, ctx, z0 = _prepare(model, input_ids, init_state, key)
+    return _trajectory(model, ctx, z0, steps)
+
+
+def logits(model: LoopModel, input_ids, steps=None, init_state=None, key=None):
+    """Logits (*input_ids.shape, V) after `steps` loops (default: the checkpoint's own), float32 (64 under x64)."""
+    steps = check_steps(steps, model)
+    _, ctx, z0 = _prepare(model, input_ids, init_state, key)
+    return _readout(model, ctx, _trajectory(model, ctx, z0, steps)[-1])
+
+
+def early_exit(model: LoopModel, input_ids, steps=None, threshold=None, init_state=None):
+    """Ouro only: gate logits (S, B, L), exit pdf (B, L, S), logits at every step (S, B, L, V) and, with a
+    threshold, each token's exit step and the logits it exits with."""
+    if model.arch is not ouro:
+        raise ValueError(f"early_exit is defined for Ouro models, not {model.model_type}")
+    steps = check_steps(steps, model)
+    _, ctx, z0 = _prepare(model, input_ids, init_state, None)
+    states = _trajectory(model, ctx, z0, steps)[1:]
+    out = ouro.early_exit(model.params, model.config, states, threshold)
+    out["logits_per_step"] = jax.vmap(lambda z: _readout(model, ctx, z))(states)
+    if threshold is not None:
+        pick = jnp.moveaxis(jax.nn.one_hot(out["exit_steps"], steps, dtype=bool), -1, 0)[..., None]
+        out["logits"] = jnp.where(pick, out["logits_per_step"], 0).sum(0)
+    return out

@@ -1,0 +1,213 @@
+"""Huginn-0125 (tomg-group-umd): prelude -> recurrent core block (looped) -> coda, with input injection.
+
+e = prelude(wte(ids) * embed_scale); loop map f(z) = core_block(adapter(cat([z, e]))), z_0 random;
+logits = lm_head(ln_f(coda(ln_f(z_S)))) with lm_head tied to wte. Blocks are sandwich blocks:
+x = norm_2(attn(norm_1(x)) + x); x = norm_4(mlp(norm_3(x)) + x).
+"""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from loopjax.dtypes import compute_dtype
+from loopjax.models.layers import (Embed, Linear, RMSNorm, causal_attention, merge_heads, require,
+                                   rope_angles, rope_interleaved, split_heads)
+
+MODEL_TYPE = "huginn"
+
+
+@dataclasses.dataclass(frozen=True)
+class HuginnConfig:
+    vocab_size: int            # embedding rows (padded_vocab_size)
+    n_embd: int
+    n_heads: int
+    intermediate_size: int
+    n_layers_in_prelude: int
+    n_layers_in_recurrent_block: int
+    n_layers_in_coda: int
+    rope_base: float
+    norm_eps: float
+    qk_bias: bool
+    tie_embeddings: bool
+    mean_recurrence: int
+    embed_scale: float
+    init_std: float
+    init_out_std: float
+    init_embedding_std: float
+    model_type: str = MODEL_TYPE
+
+    REQUIRED = ("n_embd", "n_heads", "intermediate_size", "n_layers_in_prelude", "n_layers_in_recurrent_block",
+                "n_layers_in_coda", "rope_base", "norm_eps", "mean_recurrence", "vocab_size")
+    SUPPORTED = {"block_class_name": "SandwichBlock", "mlp_class_name": "GatedMLP",
+                 "norm_class_name": "RMSNorm_llama", "nonlin_name": "SiLU", "injection_type": "linear"}
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "HuginnConfig":
+        f = require(cfg, cls.REQUIRED, "Huginn")
+        for key, want in cls.SUPPORTED.items():
+            if cfg.get(key, want) != want:
+                raise NotImplementedError(f"Huginn config: {key}={cfg[key]!r} is not supported (only {want!r})")
+        if cfg.get("bias"):
+            raise NotImplementedError("Huginn config: bias=true (linear biases) is not supported")
+        if cfg.get("num_key_value_heads", f["n_heads"]) != f["n_heads"]:
+            raise NotImplementedError("Huginn config: the fused Wqkv layout has no grouped KV heads")
+        if "head_dim" in cfg and cfg["head_dim"] * f["n_heads"] != f["n_embd"]:
+            raise ValueError(f"Huginn config: head_dim {cfg['head_dim']} * n_heads {f['n_heads']} != n_embd")
+        init = cfg.get("init_values") or {}
+        std = math.sqrt(2 / (5 * f["n_embd"]))
+        return cls(vocab_size=int(cfg.get("padded_vocab_size") or f["vocab_size"]),
+                   n_embd=f["n_embd"], n_heads=f["n_heads"], intermediate_size=f["intermediate_size"],
+                   n_layers_in_prelude=f["n_layers_in_prelude"],
+                   n_layers_in_recurrent_block=f["n_layers_in_recurrent_block"],
+                   n_layers_in_coda=f["n_layers_in_coda"], rope_base=float(f["rope_base"]),
+                   norm_eps=float(f["norm_eps"]), qk_bias=bool(cfg.get("qk_bias", False)),
+                   tie_embeddings=bool(cfg.get("tie_embeddings", True)), mean_recurrence=int(f["mean_recurrence"]),
+                   embed_scale=float(init.get("embed_scale", math.sqrt(f["n_embd"]))),
+                   init_std=float(init.get("std", std)), init_out_std=float(init.get("out_proj", std)),
+                   init_embedding_std=float(init.get("embedding", std)))
+
+    def to_hf(self) -> dict:
+        n = self.n_layers_in_prelude + self.n_layers_in_recurrent_block + self.n_layers_in_coda
+        return {"architectures": ["RavenForCausalLM"], "model_type": "huginn_raven", "n_embd": self.n_embd,
+                "n_heads": self.n_heads, "num_key_value_heads": self.n_heads, "head_dim": self.head_dim,
+                "intermediate_size": self.intermediate_size, "n_layers": n,
+                "n_layers_in_prelude": self.n_layers_in_prelude,
+                "n_layers_in_recurrent_block": self.n_layers_in_recurrent_block,
+                "n_layers_in_coda": self.n_layers_in_coda, "rope_base": self.rope_base, "norm_eps": self.norm_eps,
+                "qk_bias": self.qk_bias, "tie_embeddings": self.tie_embeddings,
+                "mean_recurrence": self.mean_recurrence, "vocab_size": self.vocab_size,
+                "padded_vocab_size": self.vocab_size, "bias": False, "block_size": 4096, **self.SUPPORTED,
+                "init_values": {"embed_scale": self.embed_scale, "std": self.init_std,
+                                "out_proj": self.init_out_std, "embedding": self.init_embedding_std}}
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_heads
+
+    @property
+    def hidden_size(self) -> int:
+        return self.n_embd
+
+    @property
+    def default_steps(self) -> int:
+        return self.mean_recurrence
+
+    @property
+    def embedding_rows(self) -> int:
+        return self.vocab_size
+
+
+class Attention(nn.Module):
+    cfg: HuginnConfig
+
+    @nn.compact
+    def __call__(self, x, angles):
+        c = self.cfg
+        qkv = Linear(3 * c.n_embd, c.init_std, name="Wqkv")(x)
+        q, k, v = (split_heads(t, c.n_heads, c.head_dim) for t in jnp.split(qkv, 3, axis=-1))
+        if c.qk_bias:
+            bias = self.param("qk_bias", nn.initializers.zeros, (2, 1, c.n_heads, c.head_dim), jnp.float32)
+            bias = bias.astype(q.dtype)
+            q, k = q + bias[0, 0], k + bias[1, 0]
+        q, k = rope_interleaved(q, angles), rope_interleaved(k, angles)
+        return Linear(c.n_embd, c.init_out_std, name="proj")(merge_heads(causal_attention(q, k, v)))
+
+
+class GatedMLP(nn.Module):
+    cfg: HuginnConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.cfg
+        gate, up = jnp.split(Linear(2 * c.intermediate_size, c.init_std, name="fc")(x), 2, axis=-1)
+        return Linear(c.n_embd, c.init_out_std, name="proj")(jax.nn.silu(gate) * up)
+
+
+class SandwichBlock(nn.Module):
+    cfg: HuginnConfig
+
+    @nn.compact
+    def __call__(self, x, angles):
+        eps = self.cfg.norm_eps
+        x = RMSNorm(eps, name="norm_2")(Attention(self.cfg, name="attn")(RMSNorm(eps, name="norm_1")(x), angles) + x)
+        return RMSNorm(eps, name="norm_4")(GatedMLP(self.cfg, name="mlp")(RMSNorm(eps, name="norm_3")(x)) + x)
+
+
+class Huginn(nn.Module):
+    """Parameter tree: wte, prelude_{i}, adapter, core_block_{i}, coda_{i}, ln_f, lm_head (absent when tied)."""
+    cfg: HuginnConfig
+
+    def setup(self):
+        c = self.cfg
+        self.wte = Embed(c.vocab_size, c.n_embd, c.init_embedding_std)
+        self.prelude = [SandwichBlock(c) for _ in range(c.n_layers_in_prelude)]
+        self.adapter = Linear(c.n_embd, c.init_std)
+        self.core_block = [SandwichBlock(c) for _ in range(c.n_layers_in_recurrent_block)]
+        self.coda = [SandwichBlock(c) for _ in range(c.n_layers_in_coda)]
+        self.ln_f = RMSNorm(c.norm_eps)
+        if not c.tie_embeddings:
+            self.lm_head = Linear(c.vocab_size, c.init_embedding_std)
+
+    def inject(self, ids, angles):
+        x = self.wte(ids) * self.cfg.embed_scale
+        for block in self.prelude:
+            x = block(x, angles)
+        return x
+
+    def sublayer(self, index: int, z, e, angles):
+        if index == 0:
+            return self.adapter(jnp.concatenate([z, e.astype(z.dtype)], axis=-1))
+        return self.core_block[index - 1](z, angles)
+
+    def readout(self, z, angles):
+        x = self.ln_f(z)
+        for block in self.coda:
+            x = block(x, angles)
+        x = self.ln_f(x)
+        return self.wte.attend(x) if self.cfg.tie_embeddings else self.lm_head(x)
+
+    def __call__(self, ids):
+        angles = rope_angles(ids.shape[-1], self.cfg.head_dim, self.cfg.rope_base)
+        e = self.inject(ids, angles)
+        z = e
+        for i in range(self.cfg.n_layers_in_recurrent_block + 1):
+            z = self.sublayer(i, z, e, angles)
+        return self.readout(z, angles)
+
+
+# ---- the architecture protocol used by loopjax.model (same names in every model file) ----
+
+def sublayer_names(cfg: HuginnConfig) -> tuple[str, ...]:
+    return ("adapter",) + tuple(f"core_block.{i}" for i in range(cfg.n_layers_in_recurrent_block))
+
+
+def context(params, cfg: HuginnConfig, ids) -> dict:
+    """RoPE angles and the input injection e (the prelude output), fixed for the whole loop."""
+    angles = rope_angles(ids.shape[-1], cfg.head_dim, cfg.rope_base)
+    e = Huginn(cfg).apply({"params": params}, ids, angles, method=Huginn.inject)
+    return {"angles": angles, "injection": e}
+
+
+def default_state(params, cfg: HuginnConfig, ids, ctx, key):
+    """The reference's random start: N(0, std^2) truncated at 3 std, times embed_scale."""
+    if key is None:
+        raise ValueError("Huginn starts its loop from a random state: pass key=jax.random.key(seed) "
+                         "(or an explicit init_state)")
+    shape = ctx["injection"].shape
+    return jax.random.truncated_normal(key, -3.0, 3.0, shape, compute_dtype()) * (cfg.init_std * cfg.embed_scale)
+
+
+def apply_sublayer(params, cfg: HuginnConfig, ctx, index: int, z):
+    return Huginn(cfg).apply({"params": params}, index, z, ctx["injection"], ctx["angles"], method=Huginn.sublayer)
+
+
+def readout(params, cfg: HuginnConfig, ctx, z):
+    return Huginn(cfg).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
+
+
+def init_params(cfg: HuginnConfig, key):
+    """The reference's scaled init from config.init_values: std for inputs, out_proj std for the output
+    projections, the embedding std for wte; norms 1, qk_bias 0."""
+    return Huginn(cfg).init(key, jnp.zeros((1, 2), jnp.int32))["params"]

@@ -1,0 +1,114 @@
+"""Pieces both models share: RMSNorm, bias-free linear maps, the two RoPE variants, causal GQA attention.
+
+Every function works on states with any leading batch dims: (..., L, H). Weights keep their stored dtype
+and are cast to the compute dtype at use; matmuls run at HIGHEST precision.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from loopjax.dtypes import HIGHEST, compute_dtype
+
+
+class RMSNorm(nn.Module):
+    eps: float
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("weight", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        x = x.astype(compute_dtype())
+        inv_rms = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return w.astype(x.dtype) * (x * inv_rms)
+
+
+class Linear(nn.Module):
+    """y = x @ kernel (+ bias); kernel is (in, out), i.e. the HF weight transposed."""
+    features: int
+    std: float = 0.02
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.normal(self.std), (x.shape[-1], self.features), jnp.float32)
+        cd = compute_dtype()
+        y = jnp.einsum("...i,io->...o", x.astype(cd), kernel.astype(cd), precision=HIGHEST)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(cd)
+        return y
+
+
+class Embed(nn.Module):
+    num_embeddings: int
+    features: int
+    std: float = 0.02
+
+    def setup(self):
+        self.embedding = self.param("embedding", nn.initializers.normal(self.std),
+                                    (self.num_embeddings, self.features), jnp.float32)
+
+    def __call__(self, ids):
+        return jnp.take(self.embedding, ids, axis=0).astype(compute_dtype())
+
+    def attend(self, x):
+        """Tied output head: x @ embedding^T."""
+        cd = compute_dtype()
+        return jnp.einsum("...h,vh->...v", x.astype(cd), self.embedding.astype(cd), precision=HIGHEST)
+
+
+def rope_angles(length: int, head_dim: int, base: float):
+    """angle[p, i] = p * base^(-2i/head_dim), i < head_dim/2, in the compute dtype."""
+    cd = compute_dtype()
+    inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=cd) / head_dim))
+    return jnp.arange(length, dtype=cd)[:, None] * inv_freq[None, :]
+
+
+def rope_rotate_half(x, angles):
+    """Ouro/Llama RoPE on pairs (i, i + hd/2). x: (..., L, heads, hd); angles: (L, hd/2)."""
+    cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, None, :]
+    sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, None, :]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def rope_interleaved(x, angles):
+    """Huginn's complex-like RoPE on pairs (2i, 2i+1): (a, b) -> (a cos - b sin, b cos + a sin)."""
+    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
+    return jnp.stack([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(x.shape)
+
+
+def causal_attention(q, k, v):
+    """Softmax(q k^T / sqrt(hd) + causal mask) v with GQA.
+
+    q: (..., L, nh, hd); k, v: (..., L, nkv, hd); kv head j serves query heads j*r .. j*r+r-1.
+    """
+    nh, nkv, hd = q.shape[-2], k.shape[-2], q.shape[-1]
+    if nh != nkv:
+        k = jnp.repeat(k, nh // nkv, axis=-2)
+        v = jnp.repeat(v, nh // nkv, axis=-2)
+    scores = jnp.einsum("...qhd,...khd->...hqk", q, k, precision=HIGHEST) * (hd ** -0.5)
+    length = q.shape[-3]
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("...hqk,...khd->...qhd", probs, v, precision=HIGHEST)
+
+
+def split_heads(x, heads: int, head_dim: int):
+    return x.reshape(*x.shape[:-1], heads, head_dim)
+
+
+def merge_heads(x):
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def require(cfg: dict, fields, model: str) -> dict[str, Any]:
+    """Pick fields from a config.json dict; all missing ones are named in one error."""
+    missing = [f for f in fields if f not in cfg]
+    if missing:
+        raise ValueError(f"{model} config.json is missing required field(s): {', '.join(missing)}")
+    return {f: cfg[f] for f in fields}

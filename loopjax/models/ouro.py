@@ -1,0 +1,188 @@
+"""Ouro (ByteDance Ouro-1.4B): a Qwen2-style decoder whose n layers + final norm are looped.
+
+Loop map on a prompt's state z (L, H):  f(z) = norm(layer_{n-1}(... layer_0(z))), z_0 = embed(ids).
+Each decoder layer is a sandwich: h = x + norm_a2(attn(norm_a1(x))); out = h + norm_m2(mlp(norm_m1(h))).
+The early-exit gate reads the normed state of every loop; it plays no part in the loop map.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from loopjax.models.layers import (Embed, Linear, RMSNorm, causal_attention, merge_heads, require,
+                                   rope_angles, rope_rotate_half, split_heads)
+
+MODEL_TYPE = "ouro"
+
+
+@dataclasses.dataclass(frozen=True)
+class OuroConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    total_ut_steps: int
+    early_exit_threshold: float = 1.0
+    initializer_range: float = 0.02
+    model_type: str = MODEL_TYPE
+
+    REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "rope_theta", "rms_norm_eps", "total_ut_steps")
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "OuroConfig":
+        fields = require(cfg, cls.REQUIRED, "Ouro")
+        act = cfg.get("hidden_act", "silu")
+        if act != "silu":
+            raise NotImplementedError(f"Ouro config: hidden_act {act!r} is not supported (only 'silu')")
+        if cfg.get("rope_scaling") not in (None, {}) and cfg["rope_scaling"].get("rope_type", "default") != "default":
+            raise NotImplementedError(f"Ouro config: rope_scaling {cfg['rope_scaling']} is not supported")
+        if cfg.get("use_sliding_window") or "sliding_attention" in (cfg.get("layer_types") or []):
+            raise NotImplementedError("Ouro config: sliding-window attention is not supported")
+        heads, kv = fields["num_attention_heads"], fields["num_key_value_heads"]
+        if heads % kv:
+            raise ValueError(f"Ouro config: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+        return cls(**fields,
+                   # HF's Qwen2 family falls back to hidden/heads when head_dim is absent.
+                   head_dim=int(cfg.get("head_dim") or fields["hidden_size"] // heads),
+                   tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                   early_exit_threshold=float(cfg.get("early_exit_threshold") or 1.0),
+                   initializer_range=float(cfg.get("initializer_range", 0.02)))
+
+    def to_hf(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**out, "architectures": ["OuroForCausalLM"], "hidden_act": "silu", "rope_scaling": None,
+                "use_sliding_window": False}
+
+    @property
+    def default_steps(self) -> int:
+        return self.total_ut_steps
+
+    @property
+    def embedding_rows(self) -> int:
+        return self.vocab_size
+
+
+class OuroLayer(nn.Module):
+    cfg: OuroConfig
+
+    def setup(self):
+        c, std = self.cfg, self.cfg.initializer_range
+        self.q_proj = Linear(c.num_attention_heads * c.head_dim, std)
+        self.k_proj = Linear(c.num_key_value_heads * c.head_dim, std)
+        self.v_proj = Linear(c.num_key_value_heads * c.head_dim, std)
+        self.o_proj = Linear(c.hidden_size, std)
+        self.gate_proj = Linear(c.intermediate_size, std)
+        self.up_proj = Linear(c.intermediate_size, std)
+        self.down_proj = Linear(c.hidden_size, std)
+        norm = lambda: RMSNorm(c.rms_norm_eps)  # noqa: E731
+        self.input_layernorm, self.input_layernorm_2 = norm(), norm()
+        self.post_attention_layernorm, self.post_attention_layernorm_2 = norm(), norm()
+
+    def attention(self, x, angles):
+        c = self.cfg
+        q = rope_rotate_half(split_heads(self.q_proj(x), c.num_attention_heads, c.head_dim), angles)
+        k = rope_rotate_half(split_heads(self.k_proj(x), c.num_key_value_heads, c.head_dim), angles)
+        v = split_heads(self.v_proj(x), c.num_key_value_heads, c.head_dim)
+        return self.o_proj(merge_heads(causal_attention(q, k, v)))
+
+    def mlp(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def __call__(self, x, angles):
+        h = x + self.input_layernorm_2(self.attention(self.input_layernorm(x), angles))
+        return h + self.post_attention_layernorm_2(self.mlp(self.post_attention_layernorm(h)))
+
+
+class Ouro(nn.Module):
+    """Parameter tree: embed_tokens, layers_{i}, norm, early_exit_gate, lm_head (absent when tied)."""
+    cfg: OuroConfig
+
+    def setup(self):
+        c = self.cfg
+        self.embed_tokens = Embed(c.vocab_size, c.hidden_size, c.initializer_range)
+        self.layers = [OuroLayer(c) for _ in range(c.num_hidden_layers)]
+        self.norm = RMSNorm(c.rms_norm_eps)
+        self.early_exit_gate = Linear(1, c.initializer_range, use_bias=True)
+        if not c.tie_word_embeddings:
+            self.lm_head = Linear(c.vocab_size, c.initializer_range)
+
+    def embed(self, ids):
+        return self.embed_tokens(ids)
+
+    def sublayer(self, index: int, z, angles):
+        if index < self.cfg.num_hidden_layers:
+            return self.layers[index](z, angles)
+        return self.norm(z)
+
+    def gate_logits(self, z):
+        return self.early_exit_gate(z)[..., 0]
+
+    def head(self, z):
+        return self.embed_tokens.attend(z) if self.cfg.tie_word_embeddings else self.lm_head(z)
+
+    def __call__(self, ids):
+        angles = rope_angles(ids.shape[-1], self.cfg.head_dim, self.cfg.rope_theta)
+        z = self.embed(ids)
+        for i in range(self.cfg.num_hidden_layers + 1):
+            z = self.sublayer(i, z, angles)
+        return self.head(z), self.gate_logits(z)
+
+
+# ---- the architecture protocol used by loopjax.model (same names in every model file) ----
+
+def sublayer_names(cfg: OuroConfig) -> tuple[str, ...]:
+    return tuple(f"layers.{i}" for i in range(cfg.num_hidden_layers)) + ("norm",)
+
+
+def context(params, cfg: OuroConfig, ids) -> dict:
+    """What the loop map needs besides the state: the RoPE angles for positions 0..L-1."""
+    return {"angles": rope_angles(ids.shape[-1], cfg.head_dim, cfg.rope_theta)}
+
+
+def default_state(params, cfg: OuroConfig, ids, ctx, key):
+    """Ouro loops from the token embeddings (no scaling)."""
+    return Ouro(cfg).apply({"params": params}, ids, method=Ouro.embed)
+
+
+def apply_sublayer(params, cfg: OuroConfig, ctx, index: int, z):
+    return Ouro(cfg).apply({"params": params}, index, z, ctx["angles"], method=Ouro.sublayer)
+
+
+def readout(params, cfg: OuroConfig, ctx, z):
+    """Logits from a loop state (already normed by the loop's final norm)."""
+    return Ouro(cfg).apply({"params": params}, z, method=Ouro.head)
+
+
+def init_params(cfg: OuroConfig, key):
+    """Qwen2-style init: linear and embedding weights N(0, initializer_range^2), norms 1, gate bias 0."""
+    return Ouro(cfg).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+
+
+def early_exit(params, cfg: OuroConfig, states, threshold=None):
+    """Ouro's exit distribution over the loop states (S, ..., L, H), each already normed.
+
+    lambda_s = sigmoid(gate(z_s)); p_s = lambda_s prod_{j<s}(1 - lambda_j) for s < S-1 and the remainder
+    p_{S-1} = prod_{j<S-1}(1 - lambda_j). With a threshold, each token exits at the first s whose
+    cumulative p reaches it (the last step if none does).
+    """
+    model = Ouro(cfg)
+    gate = jax.vmap(lambda z: model.apply({"params": params}, z, method=Ouro.gate_logits))(states)
+    lam = jax.nn.sigmoid(gate)
+    survive = jnp.cumprod(1.0 - lam, axis=0)
+    before = jnp.concatenate([jnp.ones_like(lam[:1]), survive[:-1]], axis=0)
+    pdf = jnp.concatenate([(lam * before)[:-1], before[-1:]], axis=0)
+    out = {"gate_logits": gate, "exit_pdf": jnp.moveaxis(pdf, 0, -1)}
+    if threshold is not None:
+        reached = jnp.cumsum(out["exit_pdf"], axis=-1) >= threshold
+        last = states.shape[0] - 1
+        out["exit_steps"] = jnp.where(reached.any(-1), jnp.argmax(reached, axis=-1), last)
+    return out
+
