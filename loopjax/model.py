@@ -133,6 +133,11 @@ def _prepare(model, input_ids, init_state, key, ndim=(1, 2)):
     return ids, ctx, z0
 
 
+def context(model: LoopModel, input_ids) -> dict:
+    """The loop map's fixed context for these ids: RoPE angles and, for Huginn, the injection e."""
+    return _context(model, check_ids(model, input_ids))
+
+
 def init_state(model: LoopModel, input_ids, key=None):
     """The default loop start (..., L, H): Ouro's embeddings, Huginn's random state from `key`."""
     return _prepare(model, input_ids, None, key)[2]

@@ -1,0 +1,31 @@
+# Two commands on a fresh machine with only Python 3:
+#   make run   — set up .venv, then the full analysis of both built-in models into results/
+#   make test  — set up .venv, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: run test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/loopjax report --out results
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/jvp_throughput.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,28 @@
+import functools
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES = ("ouro-tiny", "huginn-tiny", "ouro-tiny-bf16-sharded")
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["cases"]
+
+
+@functools.lru_cache(maxsize=None)
+def expected(case: str) -> dict:
+    with np.load(FIXTURES / case / "expected.npz") as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def model_type(case: str) -> str:
+    return MANIFEST[case]["model"]
+
+
+@pytest.fixture(params=["fp32", "fp64"])
+def precision(request):
+    """Runs the test in float32 and again with jax x64 on (float64 arithmetic)."""
+    with jax.enable_x64(request.param == "fp64"):
+        yield request.param
