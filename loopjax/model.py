@@ -50,8 +50,9 @@ class LoopModel:
 
 def random_model(config, key, dtype=None) -> LoopModel:
     """A model with fresh weights drawn by the architecture's own initialisation scheme."""
-    params = jax.jit(architecture(config).init_params, static_argnums=0)(config, key)
-    return LoopModel(params, config).astype(dtype)
+    param_dtype = parse_dtype(dtype) or jnp.float32  # drawn directly in this dtype: no float32 copy of bf16 weights
+    init = jax.jit(partial(architecture(config).init_params, config, param_dtype=param_dtype))
+    return LoopModel(init(key), config)
 
 
 # ---- input checks: clear errors before anything is traced ----

@@ -5,6 +5,8 @@ logits = lm_head(ln_f(coda(ln_f(z_S)))) with lm_head tied to wte. Blocks are san
 x = norm_2(attn(norm_1(x)) + x); x = norm_4(mlp(norm_3(x)) + x).
 """
 import dataclasses
+from functools import partial
+from typing import Any
 import math
 
 import flax.linen as nn
@@ -12,8 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from loopjax.dtypes import compute_dtype
-from loopjax.models.layers import (Embed, Linear, RMSNorm, causal_attention, merge_heads, require,
-                                   rope_angles, rope_interleaved, split_heads)
+from loopjax.models import layers
+from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_interleaved,
+                                   split_heads)
 
 MODEL_TYPE = "huginn"
 
@@ -99,16 +102,22 @@ class HuginnConfig:
         return self.vocab_size
 
 
+def _with_dtype(param_dtype):
+    return partial(layers.Linear, param_dtype=param_dtype), partial(layers.RMSNorm, param_dtype=param_dtype)
+
+
 class Attention(nn.Module):
     cfg: HuginnConfig
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, angles):
         c = self.cfg
+        Linear, _ = _with_dtype(self.param_dtype)  # noqa: N806
         qkv = Linear(3 * c.n_embd, c.init_std, name="Wqkv")(x)
         q, k, v = (split_heads(t, c.n_heads, c.head_dim) for t in jnp.split(qkv, 3, axis=-1))
         if c.qk_bias:
-            bias = self.param("qk_bias", nn.initializers.zeros, (2, 1, c.n_heads, c.head_dim), jnp.float32)
+            bias = self.param("qk_bias", nn.initializers.zeros, (2, 1, c.n_heads, c.head_dim), self.param_dtype)
             bias = bias.astype(q.dtype)
             q, k = q + bias[0, 0], k + bias[1, 0]
         q, k = rope_interleaved(q, angles), rope_interleaved(k, angles)
@@ -117,35 +126,41 @@ class Attention(nn.Module):
 
 class GatedMLP(nn.Module):
     cfg: HuginnConfig
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         c = self.cfg
+        Linear, _ = _with_dtype(self.param_dtype)  # noqa: N806
         gate, up = jnp.split(Linear(2 * c.intermediate_size, c.init_std, name="fc")(x), 2, axis=-1)
         return Linear(c.n_embd, c.init_out_std, name="proj")(jax.nn.silu(gate) * up)
 
 
 class SandwichBlock(nn.Module):
     cfg: HuginnConfig
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, angles):
-        eps = self.cfg.norm_eps
-        x = RMSNorm(eps, name="norm_2")(Attention(self.cfg, name="attn")(RMSNorm(eps, name="norm_1")(x), angles) + x)
-        return RMSNorm(eps, name="norm_4")(GatedMLP(self.cfg, name="mlp")(RMSNorm(eps, name="norm_3")(x)) + x)
+        eps, pd = self.cfg.norm_eps, self.param_dtype
+        _, RMSNorm = _with_dtype(pd)  # noqa: N806
+        x = RMSNorm(eps, name="norm_2")(Attention(self.cfg, pd, name="attn")(RMSNorm(eps, name="norm_1")(x), angles) + x)
+        return RMSNorm(eps, name="norm_4")(GatedMLP(self.cfg, pd, name="mlp")(RMSNorm(eps, name="norm_3")(x)) + x)
 
 
 class Huginn(nn.Module):
     """Parameter tree: wte, prelude_{i}, adapter, core_block_{i}, coda_{i}, ln_f, lm_head (absent when tied)."""
     cfg: HuginnConfig
+    param_dtype: Any = jnp.float32
 
     def setup(self):
-        c = self.cfg
-        self.wte = Embed(c.vocab_size, c.n_embd, c.init_embedding_std)
-        self.prelude = [SandwichBlock(c) for _ in range(c.n_layers_in_prelude)]
+        c, pd = self.cfg, self.param_dtype
+        Linear, RMSNorm = _with_dtype(pd)  # noqa: N806
+        self.wte = Embed(c.vocab_size, c.n_embd, c.init_embedding_std, pd)
+        self.prelude = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_prelude)]
         self.adapter = Linear(c.n_embd, c.init_std)
-        self.core_block = [SandwichBlock(c) for _ in range(c.n_layers_in_recurrent_block)]
-        self.coda = [SandwichBlock(c) for _ in range(c.n_layers_in_coda)]
+        self.core_block = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_recurrent_block)]
+        self.coda = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_coda)]
         self.ln_f = RMSNorm(c.norm_eps)
         if not c.tie_embeddings:
             self.lm_head = Linear(c.vocab_size, c.init_embedding_std)
@@ -207,7 +222,7 @@ def readout(params, cfg: HuginnConfig, ctx, z):
     return Huginn(cfg).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
 
 
-def init_params(cfg: HuginnConfig, key):
+def init_params(cfg: HuginnConfig, key, param_dtype=jnp.float32):
     """The reference's scaled init from config.init_values: std for inputs, out_proj std for the output
     projections, the embedding std for wte; norms 1, qk_bias 0."""
-    return Huginn(cfg).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+    return Huginn(cfg, param_dtype).init(key, jnp.zeros((1, 2), jnp.int32))["params"]

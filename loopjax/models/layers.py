@@ -14,10 +14,11 @@ from loopjax.dtypes import HIGHEST, compute_dtype
 
 class RMSNorm(nn.Module):
     eps: float
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        w = self.param("weight", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        w = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
         x = x.astype(compute_dtype())
         inv_rms = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
         return w.astype(x.dtype) * (x * inv_rms)
@@ -28,14 +29,15 @@ class Linear(nn.Module):
     features: int
     std: float = 0.02
     use_bias: bool = False
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.normal(self.std), (x.shape[-1], self.features), jnp.float32)
+        kernel = self.param("kernel", nn.initializers.normal(self.std), (x.shape[-1], self.features), self.param_dtype)
         cd = compute_dtype()
         y = jnp.einsum("...i,io->...o", x.astype(cd), kernel.astype(cd), precision=HIGHEST)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(cd)
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(cd)
         return y
 
 
@@ -43,10 +45,11 @@ class Embed(nn.Module):
     num_embeddings: int
     features: int
     std: float = 0.02
+    param_dtype: Any = jnp.float32
 
     def setup(self):
         self.embedding = self.param("embedding", nn.initializers.normal(self.std),
-                                    (self.num_embeddings, self.features), jnp.float32)
+                                    (self.num_embeddings, self.features), self.param_dtype)
 
     def __call__(self, ids):
         return jnp.take(self.embedding, ids, axis=0).astype(compute_dtype())

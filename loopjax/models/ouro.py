@@ -5,13 +5,16 @@ Each decoder layer is a sandwich: h = x + norm_a2(attn(norm_a1(x))); out = h + n
 The early-exit gate reads the normed state of every loop; it plays no part in the loop map.
 """
 import dataclasses
+from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from loopjax.models.layers import (Embed, Linear, RMSNorm, causal_attention, merge_heads, require,
-                                   rope_angles, rope_rotate_half, split_heads)
+from loopjax.models import layers
+from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_rotate_half,
+                                   split_heads)
 
 MODEL_TYPE = "ouro"
 
@@ -70,11 +73,17 @@ class OuroConfig:
         return self.vocab_size
 
 
+def _with_dtype(param_dtype):
+    return partial(layers.Linear, param_dtype=param_dtype), partial(layers.RMSNorm, param_dtype=param_dtype)
+
+
 class OuroLayer(nn.Module):
     cfg: OuroConfig
+    param_dtype: Any = jnp.float32
 
     def setup(self):
         c, std = self.cfg, self.cfg.initializer_range
+        Linear, RMSNorm = _with_dtype(self.param_dtype)  # noqa: N806
         self.q_proj = Linear(c.num_attention_heads * c.head_dim, std)
         self.k_proj = Linear(c.num_key_value_heads * c.head_dim, std)
         self.v_proj = Linear(c.num_key_value_heads * c.head_dim, std)
@@ -104,11 +113,13 @@ class OuroLayer(nn.Module):
 class Ouro(nn.Module):
     """Parameter tree: embed_tokens, layers_{i}, norm, early_exit_gate, lm_head (absent when tied)."""
     cfg: OuroConfig
+    param_dtype: Any = jnp.float32
 
     def setup(self):
         c = self.cfg
-        self.embed_tokens = Embed(c.vocab_size, c.hidden_size, c.initializer_range)
-        self.layers = [OuroLayer(c) for _ in range(c.num_hidden_layers)]
+        Linear, RMSNorm = _with_dtype(self.param_dtype)  # noqa: N806
+        self.embed_tokens = Embed(c.vocab_size, c.hidden_size, c.initializer_range, self.param_dtype)
+        self.layers = [OuroLayer(c, self.param_dtype) for _ in range(c.num_hidden_layers)]
         self.norm = RMSNorm(c.rms_norm_eps)
         self.early_exit_gate = Linear(1, c.initializer_range, use_bias=True)
         if not c.tie_word_embeddings:
@@ -161,9 +172,9 @@ def readout(params, cfg: OuroConfig, ctx, z):
     return Ouro(cfg).apply({"params": params}, z, method=Ouro.head)
 
 
-def init_params(cfg: OuroConfig, key):
+def init_params(cfg: OuroConfig, key, param_dtype=jnp.float32):
     """Qwen2-style init: linear and embedding weights N(0, initializer_range^2), norms 1, gate bias 0."""
-    return Ouro(cfg).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+    return Ouro(cfg, param_dtype).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
 
 
 def early_exit(params, cfg: OuroConfig, states, threshold=None):
