@@ -1,0 +1,306 @@
+"""Lyapunov spectra of arbitrary maps by Benettin's algorithm (QR re-orthonormalisation).
+
+The engine knows nothing about models: a map ``f`` takes an array of any shape to an array of the same
+shape. The state ``z`` is flattened row-major to ``d = z.size``; ``k`` orthonormal probe vectors are the
+columns of ``Q`` (d, k). Every step
+
+    W = J_f(z_t) Q          (one linearisation, k JVPs via vmap)
+    Q, R = qr(W)            log_growth[t] = log|diag R|
+    z_{t+1} = f(z_t)
+
+and ``exponents = sum_t log_growth[t] / steps`` (natural log per step, column order, not sorted).
+``benettin_sublayers`` does the same for a step split into maps ``g_0, ..., g_{n-1}`` (g_0 first), with a
+QR after every map; since J = J_{n-1}...J_0 the per-sublayer exponents sum to the full-step ones.
+
+Options (all inside one ``lax.scan``):
+  * ``warmup``: steps that evolve state and probes (with QR) before recording starts.
+  * ``renorm_every=r``: QR only at every r-th step (and the last one); tangents are propagated
+    un-normalised in between and the rows of ``log_growth`` at non-QR steps are 0, so the exponents are
+    still ``sum / steps``. For sublayer runs the attribution is then only meaningful at r=1.
+  * ``probe_chunk=c``: the k JVPs run in chunks of c (``lax.map(..., batch_size=c)``) to bound memory.
+  * ``mesh``: a ``jax.sharding.Mesh``; the probe axis is sharded over all its devices for the JVPs and
+    gathered for the QR (k must be a multiple of ``mesh.size``). Multi-host: call
+    ``jax.distributed.initialize()`` in every process, build ``Mesh(np.array(jax.devices()), ("p",))``
+    over the global device list, and call ``benettin`` in every process with the same inputs; the
+    results are replicated, so every process can read them.
+
+Maps are passed to the jitted core as pytrees (``jax.tree_util.Partial``), so weights bound in a Partial
+are arguments, not constants: new weights of the same shapes reuse the compilation. State, tangents, QR
+and sums use ``loopjax.dtypes.compute_dtype()`` (float32, float64 under x64); the exponent sums are
+Kahan-compensated, so float32 sums do not lose accuracy with the number of steps.
+
+The core is traceable: ``benettin`` can be called inside ``jax.jit`` or ``jax.vmap`` (e.g. over a batch
+of prompts: ``jax.vmap(lambda f, z: benettin(f, z, k=8, steps=64, key=key))(fs, z0s)``); host-side
+checks that need concrete values are then skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.tree_util import Partial
+
+from loopjax.dtypes import compute_dtype
+
+__all__ = [
+    "LyapunovResult",
+    "benettin",
+    "benettin_sublayers",
+    "running_average",
+    "orthogonality_error",
+    "spread",
+]
+
+
+@flax.struct.dataclass
+class LyapunovResult:
+    """Output of `benettin` / `benettin_sublayers` (leading batch axes appear if the call was vmapped).
+
+    exponents: (k,) or (n_maps, k), column order. log_growth, running: (steps, k) or (steps, n_maps, k).
+    final_state: z's shape. final_probes: (d, k). state_norms: (steps+1,) ||z_t|| over the recorded
+    steps. names: sublayer names (sublayer runs only; None for `benettin`).
+    """
+
+    exponents: jax.Array
+    log_growth: jax.Array
+    running: jax.Array
+    final_state: jax.Array
+    final_probes: jax.Array
+    state_norms: jax.Array
+    names: tuple[str, ...] | None = flax.struct.field(pytree_node=False, default=None)
+
+    def total(self):
+        """Exponents of the full step: summed over sublayers for sublayer runs."""
+        return self.exponents.sum(axis=-2) if self.names is not None else self.exponents
+
+    def sorted(self):
+        """`total()` sorted in descending order."""
+        return -jnp.sort(-self.total(), axis=-1)
+
+    def orthogonality_error(self):
+        return orthogonality_error(self.final_probes)
+
+    def to_json(self) -> dict:
+        """Plain JSON-serialisable dict (final_state/final_probes are left out: save them as arrays)."""
+        tolist = lambda x: np.asarray(x, dtype=np.float64).tolist()
+        return {
+            "names": list(self.names) if self.names is not None else None,
+            "steps": int(self.log_growth.shape[-3 if self.names is not None else -2]),
+            "k": int(self.exponents.shape[-1]),
+            "exponents": tolist(self.exponents),
+            "total": tolist(self.total()),
+            "sorted": tolist(self.sorted()),
+            "log_growth": tolist(self.log_growth),
+            "running": tolist(self.running),
+            "state_norms": tolist(self.state_norms),
+            "orthogonality_error": tolist(self.orthogonality_error()),
+        }
+
+
+def running_average(log_growth):
+    """cumsum(log_growth over axis 0) / t for t = 1..steps."""
+    t = jnp.arange(1, log_growth.shape[0] + 1, dtype=log_growth.dtype)
+    return jnp.cumsum(log_growth, axis=0) / t.reshape((-1,) + (1,) * (log_growth.ndim - 1))
+
+
+def orthogonality_error(Q):
+    """max |Q^T Q - I| (over the last two axes' Gram matrix)."""
+    G = jnp.matmul(jnp.swapaxes(Q, -1, -2), Q, precision=jax.lax.Precision.HIGHEST)
+    return jnp.max(jnp.abs(G - jnp.eye(Q.shape[-1], dtype=Q.dtype)), axis=(-2, -1))
+
+
+def spread(exponents_stack, axis=0):
+    """Spread of exponents across prompts / probe starts: dict(mean, std, min, max) along `axis`."""
+    x = jnp.asarray(exponents_stack)
+    return {"mean": x.mean(axis), "std": x.std(axis), "min": x.min(axis), "max": x.max(axis)}
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "warmup", "renorm_every", "probe_chunk", "mesh",
+                                             "squeeze"))
+def _core(maps, z0, Q0, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze):
+    dt, shape, n = z0.dtype, z0.shape, warmup + steps
+    k = Q0.shape[1]
+
+    def constrain(x, spec):
+        return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    def tangents(g, u, Q):
+        u_next, lin = jax.linearize(lambda x: g(x).astype(dt), u)
+        col = lambda q: lin(q.reshape(shape)).reshape(-1)
+        Q = constrain(Q, P(None, mesh.axis_names if mesh is not None else None))
+        if probe_chunk is None or probe_chunk >= k:
+            W = jax.vmap(col, in_axes=1, out_axes=1)(Q)
+        else:
+            W = jax.lax.map(col, Q.T, batch_size=probe_chunk).T
+        W = constrain(W, P(None, mesh.axis_names if mesh is not None else None))
+        return u_next, constrain(W, P())
+
+    def qr(W):
+        Q, R = jnp.linalg.qr(W, mode="reduced")
+        return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
+
+    def step(carry, g_idx):
+        z, Q, s, c = carry
+        in_warmup = g_idx < warmup
+        local = jnp.where(in_warmup, g_idx, g_idx - warmup)
+        last = jnp.where(in_warmup, warmup, n) - 1
+        do_qr = ((local + 1) % renorm_every == 0) | (g_idx == last)
+        u, logs, ok = z, [], []
+        for g in maps:
+            u, W = tangents(g, u, Q)
+            if renorm_every == 1:
+                Q, lg = qr(W)
+            else:
+                Q, lg = jax.lax.cond(do_qr, qr, lambda W: (W, jnp.zeros(k, dt)), W)
+            logs.append(lg)
+            ok.append(jnp.all(jnp.isfinite(u)))
+        lg = jnp.stack(logs)
+        # Kahan-compensated running sum: float32 sums stay accurate over ~1e5+ steps.
+        y = jnp.where(in_warmup, 0, lg) - c
+        s_new = s + y
+        c = (s_new - s) - y
+        return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), jnp.linalg.norm(z.reshape(-1)))
+
+    zeros = jnp.zeros((len(maps), k), dt)
+    with jax.default_matmul_precision("highest"):
+        (z, Q, s, _), (lg_all, sums, state_ok, norms) = jax.lax.scan(
+            step, (z0, Q0, zeros, zeros), jnp.arange(n))
+    t = jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
+    lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / steps
+    if squeeze:  # a single map: drop the sublayer axis
+        lg, running, exponents = lg[:, 0], running[:, 0], exponents[0]
+    return dict(
+        exponents=exponents,
+        log_growth=lg,
+        running=running,
+        final_state=z,
+        final_probes=constrain(Q, P()),
+        state_norms=jnp.concatenate([norms[warmup:], jnp.linalg.norm(z.reshape(-1))[None]]),
+        state_ok=state_ok,
+        lg_all=lg_all,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("d", "k", "dtype"))
+def _random_probes(key, *, d, k, dtype):
+    return jnp.linalg.qr(jax.random.normal(key, (d, k), dtype), mode="reduced")[0]
+
+
+def _is_traced(*trees):
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze):
+    if len(maps) == 0:
+        raise ValueError("maps is empty: need at least one map")
+    maps = tuple(g if isinstance(g, Partial) else Partial(g) for g in maps)
+    for name, value, lo in (("steps", steps, 1), ("k", k, 1), ("warmup", warmup, 0),
+                            ("renorm_every", renorm_every, 1)):
+        _check_int(name, value, lo)
+    if probe_chunk is not None:
+        _check_int("probe_chunk", probe_chunk, 1)
+    dt = compute_dtype()
+    z0 = jnp.asarray(z0)
+    if not jnp.issubdtype(z0.dtype, jnp.inexact) and not jnp.issubdtype(z0.dtype, jnp.integer):
+        raise ValueError(f"z0 must be a numeric array, got dtype {z0.dtype}")
+    if z0.dtype != dt:
+        z0 = z0.astype(dt)
+    d = z0.size
+    if k > d:
+        raise ValueError(f"k={k} probes exceed the state dimension d={d}")
+    if mesh is not None and k % mesh.size:
+        raise ValueError(f"k={k} must be a multiple of the number of mesh devices ({mesh.size})")
+    if not _is_traced(z0) and not np.all(np.isfinite(np.asarray(z0))):
+        raise ValueError("z0 contains NaN or inf")
+    for j, g in enumerate(maps):
+        out = jax.eval_shape(lambda g, x: g(x), g, jax.ShapeDtypeStruct(z0.shape, dt))
+        if getattr(out, "shape", None) != z0.shape:
+            where = f"map {j}" if len(maps) > 1 else "f"
+            raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+
+    if probes is not None:
+        probes = jnp.asarray(probes)
+        if probes.shape != (d, k):
+            raise ValueError(f"probes must have shape (d, k) = {(d, k)}, got {probes.shape}")
+        if not _is_traced(probes):
+            q = np.asarray(probes, dtype=np.float64)
+            tol = 1e-10 if probes.dtype == jnp.float64 else 1e-5
+            err = np.max(np.abs(q.T @ q - np.eye(k))) if np.all(np.isfinite(q)) else np.inf
+            if not err <= tol:
+                raise ValueError(f"probes are not orthonormal: max|Q^T Q - I| = {err:.3g} > {tol:g}")
+        Q0 = probes if probes.dtype == dt else probes.astype(dt)
+    elif key is None:
+        raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
+    else:
+        Q0 = _random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+
+    if mesh is not None and not _is_traced(z0, Q0):
+        z0, Q0 = jax.device_put((z0, Q0), NamedSharding(mesh, P()))
+    out = _core(maps, z0, Q0, steps=steps, warmup=warmup, renorm_every=renorm_every,
+                probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze)
+    if not _is_traced(out):
+        _raise_if_nonfinite(np.asarray(out["lg_all"]), np.asarray(out["state_ok"]), warmup, names)
+    return LyapunovResult(
+        exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"],
+        final_state=out["final_state"], final_probes=out["final_probes"],
+        state_norms=out["state_norms"], names=names)
+
+
+def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
+    bad_lg = ~np.isfinite(lg_all).all(axis=-1)  # (n, n_maps)
+    bad = bad_lg | ~state_ok
+    if not bad.any():
+        return
+    t, j = np.argwhere(bad)[0]  # row-major: first step, then first sublayer
+    when = f"warmup step {t}" if t < warmup else f"step {t - warmup}"
+    sub = f" (sublayer {j}{f' {names[j]!r}' if names[j] != f'map{j}' else ''})" if names else ""
+    if bad_lg[t, j]:
+        row = lg_all[t, j]
+        if np.isnan(row).any() or np.isposinf(row).any():
+            why = "the map diverged"
+        else:
+            why = "log|R_ii| = -inf: the tangent map is singular (a probe direction collapsed)"
+        raise FloatingPointError(f"non-finite log-growth at {when}{sub}: {why}")
+    raise FloatingPointError(f"non-finite state at {when}{sub}: the map diverged")
+
+
+def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=None, warmup: int = 0,
+             renorm_every: int = 1, probe_chunk: int | None = None, mesh=None) -> LyapunovResult:
+    """The k leading-by-construction Lyapunov exponents of z -> f(z), with log_growth (steps, k).
+
+    `probes` (d, k), if given, must be orthonormal and is used as is (so a run continued from
+    (final_state, final_probes) reproduces an uninterrupted one); otherwise `key` draws them.
+    Raises ValueError on bad inputs and FloatingPointError if state or log-growth become non-finite.
+    """
+    return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=None, squeeze=True)
+
+
+def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps: int, key=None,
+                       probes=None, warmup: int = 0, renorm_every: int = 1,
+                       probe_chunk: int | None = None, mesh=None,
+                       names: Sequence[str] | None = None) -> LyapunovResult:
+    """Per-sublayer exponents (n_maps, k) of the step maps[-1] o ... o maps[0], QR after every map.
+
+    `names` (optional) labels the maps; it defaults to ("map0", "map1", ...).
+    """
+    maps = tuple(maps)
+    if names is None:
+        names = tuple(f"map{j}" for j in range(len(maps)))
+    elif len(names) != len(maps):
+        raise ValueError(f"got {len(names)} names for {len(maps)} maps")
+    return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
+                squeeze=False)
