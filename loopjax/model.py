@@ -49,10 +49,20 @@ class LoopModel:
 
 
 def random_model(config, key, dtype=None) -> LoopModel:
-    """A model with fresh weights drawn by the architecture's own initialisation scheme."""
-    param_dtype = parse_dtype(dtype) or jnp.float32  # drawn directly in this dtype: no float32 copy of bf16 weights
-    init = jax.jit(partial(architecture(config).init_params, config, param_dtype=param_dtype))
-    return LoopModel(init(key), config)
+    """A model with fresh weights drawn by the architecture's own initialisation scheme.
+
+    Weights are drawn directly in `dtype` (default float32). Large models are initialised one top-level
+    submodule per compiled program (XLA drops the rest as dead code), so the random bits of a 3.5B-parameter
+    model never have to exist all at once; the values are the same as one whole init.
+    """
+    param_dtype = parse_dtype(dtype) or jnp.float32
+    init = partial(architecture(config).init_params, config, param_dtype=param_dtype)
+    abstract = jax.eval_shape(init, key)
+    size = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
+    if size < 2**30:
+        return LoopModel(jax.jit(init)(key), config)
+    params = {name: jax.jit(lambda k, name=name: init(k)[name])(key) for name in abstract}
+    return LoopModel(params, config)
 
 
 # ---- input checks: clear errors before anything is traced ----
