@@ -1,0 +1,260 @@
+"""Figures (matplotlib, Agg backend, PNG at ~130 dpi, Okabe-Ito colour-blind-safe palette).
+
+Every function takes plain numpy arrays (as read back from the results JSON), a model label for the
+title and an output path, writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+# Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+DPI = 130
+SEQ_CMAP = "cividis"      # perceptually uniform, CVD-safe
+DIV_CMAP = "RdBu_r"       # diverging, centred on 0
+
+_RC = {
+    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "figure.titlesize": 12,
+    "legend.frameon": False,
+}
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def top_running(log_growth: np.ndarray, top: int = 5) -> np.ndarray:
+    """Running averages (steps, top) of the ``top`` columns with the largest final exponents, largest
+    first. ``log_growth``: (steps, k)."""
+    lg = np.asarray(log_growth, dtype=np.float64)
+    running = np.cumsum(lg, axis=0) / np.arange(1, lg.shape[0] + 1)[:, None]
+    order = np.argsort(-running[-1], kind="stable")[:top]
+    return running[:, order]
+
+
+def plot_spectrum_running(path, log_growths: Sequence[np.ndarray], model: str, top: int = 5) -> Path:
+    """Running-average top-``top`` exponents over steps: mean over prompts, band = +/- 1 std."""
+    with plt.rc_context(_RC):
+        runs = np.stack([top_running(lg, top) for lg in log_growths])  # (P, T, top)
+        P, T, n = runs.shape
+        t = np.arange(1, T + 1)
+        mean, std = runs.mean(0), runs.std(0)
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i in range(n):
+            c = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(t, mean[:, i], color=c, lw=1.8, label=f"$\\lambda_{{{i + 1}}}$ ({mean[-1, i]:+.3f})")
+            if P > 1:
+                ax.fill_between(t, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=c, alpha=0.18,
+                                lw=0)
+        ax.axhline(0, color="0.3", lw=0.8, ls="--")
+        ax.set_xlabel("loop step t")
+        ax.set_ylabel("running average of log growth (per loop)")
+        band = f", band = $\\pm$1 std over {P} prompts" if P > 1 else ""
+        ax.set_title(f"{model}: top-{n} Lyapunov exponents, running average (mean{band})")
+        ax.legend(loc="best", ncols=1 if n <= 5 else 2, fontsize=9)
+        return _save(fig, path)
+
+
+def plot_spectrum_full(path, exponents: np.ndarray, model: str) -> Path:
+    """The full measured spectrum, each prompt sorted descending: mean +/- std over prompts."""
+    with plt.rc_context(_RC):
+        ex = -np.sort(-np.asarray(exponents, dtype=np.float64), axis=1)  # (P, k)
+        P, k = ex.shape
+        mean, std = ex.mean(0), ex.std(0)
+        i = np.arange(1, k + 1)
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        ax.fill_between(i, mean - std, mean + std, color=OKABE_ITO[0], alpha=0.2, lw=0,
+                        label=f"$\\pm$1 std over {P} prompts" if P > 1 else None)
+        ax.plot(i, mean, "o-", color=OKABE_ITO[0], ms=3, lw=1.5, label="mean")
+        ax.axhline(0, color="0.3", lw=0.8, ls="--")
+        npos = int((mean > 0).sum())
+        ax.set_xlabel("exponent index i (sorted)")
+        ax.set_ylabel("$\\lambda_i$ (per loop)")
+        ax.set_title(f"{model}: Lyapunov spectrum, k={k} ({npos} of {k} mean exponents > 0)")
+        ax.legend(loc="best")
+        return _save(fig, path)
+
+
+def plot_attribution(path, names: Sequence[str], contributions: np.ndarray, model: str) -> Path:
+    """Per-sublayer lambda_1 contributions (bars, mean +/- std over prompts) and the cumulative
+    lambda_1 through the loop (line, right axis). ``contributions``: (P, n_sub)."""
+    with plt.rc_context(_RC):
+        c = np.asarray(contributions, dtype=np.float64)
+        P, n = c.shape
+        mean, std = c.mean(0), c.std(0)
+        cum = np.cumsum(c, axis=1)
+        x = np.arange(n)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * n + 3), 4.4))
+        colors = [OKABE_ITO[0] if v >= 0 else OKABE_ITO[3] for v in mean]
+        ax.bar(x, mean, yerr=std if P > 1 else None, color=colors, alpha=0.85, capsize=3,
+               label="sublayer contribution" + (" ($\\pm$1 std)" if P > 1 else ""))
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xticks(x, list(names), rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+        ax.set_xlabel("sublayer (in loop order)")
+        ax.set_ylabel("contribution to $\\lambda_1$ (log growth per loop)")
+        ax2 = ax.twinx()
+        ax2.grid(False)
+        ax2.spines["right"].set_visible(True)
+        ax2.plot(x, cum.mean(0), "D-", color=OKABE_ITO[1], lw=1.8, ms=4, label="cumulative $\\lambda_1$")
+        if P > 1:
+            ax2.fill_between(x, cum.mean(0) - cum.std(0), cum.mean(0) + cum.std(0), color=OKABE_ITO[1],
+                             alpha=0.15, lw=0)
+        ax2.set_ylabel("cumulative $\\lambda_1$ through the loop", color=OKABE_ITO[1])
+        lo = min(ax.get_ylim()[0], ax2.get_ylim()[0])
+        hi = max(ax.get_ylim()[1], ax2.get_ylim()[1])
+        ax.set_ylim(lo, hi)
+        ax2.set_ylim(lo, hi)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.2 if n > 6 else -0.14),
+                  ncols=2, fontsize=9)
+        ax.set_title(f"{model}: $\\lambda_1$ by sublayer (total {cum.mean(0)[-1]:+.3f}, {P} prompts)")
+        return _save(fig, path)
+
+
+def plot_attribution_heatmap(path, names: Sequence[str], exponents: np.ndarray, model: str) -> Path:
+    """Sublayer x direction heatmap of the mean (over prompts) per-sublayer exponents (n_sub, k)."""
+    with plt.rc_context({**_RC, "axes.grid": False}):
+        e = np.asarray(exponents, dtype=np.float64)
+        n, k = e.shape
+        fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * k + 3), max(3.5, 0.35 * n + 1.5)))
+        vmax = float(np.max(np.abs(e))) or 1.0
+        im = ax.imshow(e, cmap=DIV_CMAP, norm=TwoSlopeNorm(0.0, -vmax, vmax), aspect="auto",
+                       interpolation="nearest")
+        ax.set_yticks(np.arange(n), list(names))
+        step = max(1, k // 16)
+        ax.set_xticks(np.arange(0, k, step), [str(j + 1) for j in range(0, k, step)])
+        ax.set_xlabel("probe direction j (column order)")
+        ax.set_ylabel("sublayer")
+        if n * k <= 120:
+            for i in range(n):
+                for j in range(k):
+                    ax.text(j, i, f"{e[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(e[i, j]) > 0.6 * vmax else "black")
+        fig.colorbar(im, ax=ax, label="log growth per loop")
+        ax.set_title(f"{model}: per-sublayer exponents, sublayer x direction (k={k})")
+        return _save(fig, path)
+
+
+def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str) -> Path:
+    """lambda_1 across checkpoints: mean over prompts with +/- 1 std error bars, prompts as dots.
+    ``lam1``: (C, P)."""
+    with plt.rc_context(_RC):
+        v = np.asarray(lam1, dtype=np.float64)
+        C, P = v.shape
+        x = np.arange(C)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.7 * C + 2.5), 4.4))
+        rng = np.random.default_rng(0)
+        for c in range(C):
+            ax.scatter(x[c] + rng.uniform(-0.12, 0.12, P), v[c], s=9, color=OKABE_ITO[5], alpha=0.6,
+                       lw=0, label="per prompt" if c == 0 else None, zorder=2)
+        ax.errorbar(x, v.mean(1), yerr=v.std(1) if P > 1 else None, fmt="o-", color=OKABE_ITO[0],
+                    capsize=4, lw=1.8, ms=6, label="mean" + (" $\\pm$1 std over prompts" if P > 1 else ""),
+                    zorder=3)
+        ax.axhline(0, color="0.3", lw=0.8, ls="--")
+        ax.set_xticks(x, list(labels), rotation=35 if C > 3 else 0, ha="right" if C > 3 else "center")
+        ax.set_xlabel("checkpoint")
+        ax.set_ylabel("$\\lambda_1$ (single probe, per loop)")
+        ax.set_title(f"{title}: $\\lambda_1$ across checkpoints ({P} prompts)")
+        ax.legend(loc="best", fontsize=9)
+        return _save(fig, path)
+
+
+def plot_similarity(path, names: Sequence[str], matrix: np.ndarray, loops: int, model: str) -> Path:
+    """Cosine-similarity heatmaps: (left) every sublayer state across loops; (right) the loop outputs
+    (the state after the last sublayer of each loop) against each other."""
+    with plt.rc_context({**_RC, "axes.grid": False}):
+        m = np.asarray(matrix, dtype=np.float64)
+        n = m.shape[0]
+        per = n // max(loops, 1)
+        ends = [(t + 1) * per - 1 for t in range(loops)]
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.6, 1],
+                                                                          "wspace": 0.45})
+        ax = axes[0]
+        im = ax.imshow(m, cmap=SEQ_CMAP, vmin=min(0.0, float(m.min())), vmax=1.0, interpolation="nearest")
+        for t in range(1, loops):
+            ax.axhline(t * per - 0.5, color="white", lw=0.8)
+            ax.axvline(t * per - 0.5, color="white", lw=0.8)
+        if n <= 24:
+            ax.set_xticks(np.arange(n), list(names), rotation=90, fontsize=7)
+            ax.set_yticks(np.arange(n), list(names), fontsize=7)
+        else:
+            centers = [t * per + (per - 1) / 2 for t in range(loops)]
+            ax.set_xticks(centers, [f"loop {t}" for t in range(loops)])
+            ax.set_yticks(centers, [f"loop {t}" for t in range(loops)])
+        ax.set_title(f"states after every sublayer ({per} per loop, {loops} loops)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+        ax = axes[1]
+        sub = m[np.ix_(ends, ends)]
+        im2 = ax.imshow(sub, cmap=SEQ_CMAP, vmin=min(0.0, float(sub.min())), vmax=1.0,
+                        interpolation="nearest")
+        ax.set_xticks(np.arange(loops), [str(t) for t in range(loops)])
+        ax.set_yticks(np.arange(loops), [str(t) for t in range(loops)])
+        ax.set_xlabel("loop")
+        ax.set_ylabel("loop")
+        if loops <= 12:
+            for i in range(loops):
+                for j in range(loops):
+                    ax.text(j, i, f"{sub[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if sub[i, j] < 0.5 * (sub.min() + 1) else "black")
+        ax.set_title("loop outputs")
+        fig.colorbar(im2, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+        fig.suptitle(f"{model}: residual-stream cosine similarity across loops (mean over prompts)")
+        return _save(fig, path)
+
+
+def plot_convergence(path, step_norms: np.ndarray, state_norms: np.ndarray, model: str) -> Path:
+    """||z_{t+1} - z_t|| (log y) and ||z_t|| over loop steps: prompts thin, mean thick."""
+    with plt.rc_context(_RC):
+        d = np.asarray(step_norms, dtype=np.float64)   # (P, T)
+        s = np.asarray(state_norms, dtype=np.float64)  # (P, T+1)
+        P, T = d.shape
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        ax = axes[0]
+        t = np.arange(T)
+        for p in range(P):
+            ax.plot(t, d[p], color=OKABE_ITO[5], lw=0.7, alpha=0.5,
+                    label="per prompt" if p == 0 else None)
+        pos = np.where(d > 0, d, np.nan)
+        ax.plot(t, np.exp(np.nanmean(np.log(pos), axis=0)), color=OKABE_ITO[0], lw=2,
+                label="geometric mean")
+        ax.set_yscale("log")
+        ax.set_xlabel("loop step t")
+        ax.set_ylabel("$\\|z_{t+1} - z_t\\|$")
+        ax.set_title("step size (convergence)")
+        ax.legend(loc="best", fontsize=9)
+        ax = axes[1]
+        t1 = np.arange(T + 1)
+        for p in range(P):
+            ax.plot(t1, s[p], color=OKABE_ITO[5], lw=0.7, alpha=0.5,
+                    label="per prompt" if p == 0 else None)
+        ax.plot(t1, s.mean(0), color=OKABE_ITO[1], lw=2, label="mean")
+        ax.set_xlabel("loop step t")
+        ax.set_ylabel("$\\|z_t\\|$")
+        ax.set_title("state norm")
+        ax.legend(loc="best", fontsize=9)
+        fig.suptitle(f"{model}: loop trajectory over {T} steps ({P} prompts)")
+        return _save(fig, path)

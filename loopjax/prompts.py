@@ -1,0 +1,92 @@
+"""Prompt sets for the analyses.
+
+The built-in set has exactly 20 prompts spread over three registers (declarative, narrative,
+instructional), each tagged with its register. ``--prompts FILE`` replaces it with one prompt per
+line (blank lines are skipped; a line is taken verbatim otherwise, including a leading ``#``), tagged
+with the register ``"custom"``.
+
+The five prompts the paper names are included verbatim; the other fifteen were worded so that, under
+the simple tokenizer of the built-in models (``loopjax.tokenizer.SimpleTokenizer``), every prompt has
+one of the five lengths of those five (4, 6, 9, 11 or 13 tokens). Each prompt length is a separate XLA
+compilation, so this keeps a built-in run at five compilations per analysis instead of ten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REGISTERS = ("declarative", "narrative", "instructional")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    register: str = "custom"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+_BUILTIN = (
+    # declarative: facts, definitions, a syllogism
+    ("Water is composed of", "declarative"),
+    ("Diamonds are made of", "declarative"),
+    ("If all birds can fly and a penguin is a bird, then", "declarative"),
+    ("The chemical symbol for gold is", "declarative"),
+    ("Photosynthesis is the process by which green plants convert", "declarative"),
+    ("The speed of light in a vacuum is approximately", "declarative"),
+    ("A prime number is a natural number greater than one that", "declarative"),
+    # narrative: story openings
+    ("Once upon a time, in a kingdom far away,", "narrative"),
+    ("The old man slowly opened the door and saw", "narrative"),
+    ("It was a dark and stormy night, and", "narrative"),
+    ("She had never seen the ocean before, so when she", "narrative"),
+    ("After the war ended, the soldiers returned home to find", "narrative"),
+    ("The detective looked at the empty room and realized", "narrative"),
+    # instructional: procedures and problem solving
+    ("To bake a cake, first", "instructional"),
+    ("To solve this problem we need to first consider", "instructional"),
+    ("To change a flat tire, you should first", "instructional"),
+    ("Here is how to write a good essay:", "instructional"),
+    ("Step 1: Preheat the oven to 180 degrees", "instructional"),
+    ("To install the package, open a terminal and run:", "instructional"),
+    ("When learning a new language, the most important thing is to practise", "instructional"),
+)
+
+BUILTIN_PROMPTS: tuple[Prompt, ...] = tuple(Prompt(t, r) for t, r in _BUILTIN)
+assert len(BUILTIN_PROMPTS) == 20
+
+
+def builtin_prompts() -> list[Prompt]:
+    """The 20 built-in prompts, in a fixed order (the prompt index is part of the PRNG key)."""
+    return list(BUILTIN_PROMPTS)
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """One prompt per line; blank lines are skipped; trailing newline/CR characters are stripped."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    prompts = [Prompt(line.rstrip("\r"), "custom") for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompts")
+    return prompts
+
+
+def get_prompts(path: str | Path | None = None, max_prompts: int | None = None) -> list[Prompt]:
+    prompts = load_prompts(path) if path else builtin_prompts()
+    if max_prompts is not None:
+        if max_prompts < 1:
+            raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")
+        prompts = prompts[:max_prompts]
+    return prompts
+
+
+def prompt_set_digest(prompts: list[Prompt]) -> str:
+    """A short, stable digest of a prompt list (texts and registers, in order)."""
+    blob = json.dumps([p.to_json() for p in prompts], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

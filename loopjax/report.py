@@ -1,0 +1,244 @@
+"""``index.md`` and ``index.html`` for a report folder: every figure and the key numbers.
+
+The same content is rendered twice: Markdown (for GitHub / a terminal) and a self-contained HTML page
+(figures referenced by relative path, so the folder can be moved or zipped as a whole).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from loopjax.runstore import atomic_write_text, utc_now
+
+
+def _fmt(v: Any, prec: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:+.{prec}f}" if abs(v) < 1e4 else f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x, prec) for x in v) + "]"
+    return str(v)
+
+
+def _std(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _sections(results: dict) -> list[dict]:
+    """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]"""
+    out = []
+    r = results.get("spectrum")
+    if r:
+        s, st = r["summary"], r["settings"]
+        out.append({
+            "title": "Lyapunov spectrum",
+            "blurb": (f"Top-{st['k']} exponents of the loop map over T={st['steps']} steps (Benettin/QR "
+                      f"every step), per prompt; the state is the prompt's whole (L, H) residual stream."),
+            "rows": [
+                ("prompts", s["n_prompts"]),
+                ("λ1 (mean ± std over prompts)", f"{s['lambda1_mean']:+.4f} ± {s['lambda1_std']:.4f}"),
+                ("λ1 min / max over prompts", f"{s['lambda1_min']:+.4f} / {s['lambda1_max']:+.4f}"),
+                ("fraction of positive exponents (all prompts × k)", f"{100 * s['fraction_positive']:.1f}%"),
+                ("fraction positive, mean spectrum", f"{100 * s['fraction_positive_mean_spectrum']:.1f}%"),
+                ("spectrum range (max, min), all prompts", f"({s['range_max']:+.4f}, {s['range_min']:+.4f})"),
+                ("mean-spectrum range (max, min)",
+                 f"({s['mean_spectrum_max']:+.4f}, {s['mean_spectrum_min']:+.4f})"),
+                ("top-5 (mean)", _fmt(s.get("top5_mean"))),
+                ("sum of the k exponents (mean)", _fmt(s["sum_of_exponents_mean"])),
+            ],
+            "figures": [f"spectrum/{f}" for f in r["figures"]],
+            "json": "spectrum/results.json",
+        })
+    r = results.get("attribution")
+    if r:
+        s, st = r["summary"], r["settings"]
+        rows = [("λ1 total = sum of sublayer contributions (mean ± std)",
+                 f"{s['lambda1_total_mean']:+.4f} ± {s['lambda1_total_std']:.4f}"),
+                ("largest expansion", s["largest_expanding_sublayer"]),
+                ("largest contraction", s["largest_contracting_sublayer"])]
+        rows += [(f"  {n}", f"{m:+.4f} ± {sd:.4f}  (cumulative {c:+.4f})") for n, m, sd, c in
+                 zip(s["names"], s["lambda1_contribution_mean"], s["lambda1_contribution_std"],
+                     s["lambda1_cumulative_mean"])]
+        out.append({
+            "title": "Per-sublayer attribution",
+            "blurb": (f"QR after every sublayer (k={st['k']}, T={st['steps']}): the sublayer exponents sum "
+                      f"to the loop's. Bars: each sublayer's contribution to λ1 (direction 1); line: "
+                      f"cumulative λ1 through the loop" + ("; heatmap: sublayer × direction."
+                                                           if st["k"] > 1 else ".")),
+            "rows": rows,
+            "figures": [f"attribution/{f}" for f in r["figures"]],
+            "json": "attribution/results.json",
+        })
+    r = results.get("similarity")
+    if r:
+        s = r["summary"]
+        out.append({
+            "title": "Residual-stream similarity across loops",
+            "blurb": (f"Cosine similarity between the (flattened) states after every sublayer, "
+                      f"{s['loops']} loops × {s['states_per_loop']} states per loop, mean over prompts."),
+            "rows": [("loop output t vs t+1", _fmt(s["loop_output_consecutive"])),
+                     ("same sublayer, consecutive loops (mean)", _fmt(s["same_sublayer_consecutive_loops"])),
+                     ("adjacent sublayers within a loop (mean)", _fmt(s["adjacent_sublayers_within_loop"])),
+                     ("minimum similarity", _fmt(s["min_similarity"]))],
+            "figures": [f"similarity/{f}" for f in r["figures"]],
+            "json": "similarity/results.json",
+        })
+    r = results.get("trajectory")
+    if r:
+        s = r["summary"]
+        out.append({
+            "title": "Trajectory and convergence",
+            "blurb": f"‖z_(t+1) − z_t‖ (log scale) and ‖z_t‖ over {s['steps']} loop steps.",
+            "rows": [("‖z_1 − z_0‖ (mean)", f"{s['step_norm_first_mean']:.4g}"),
+                     (f"‖z_{s['steps']} − z_{s['steps'] - 1}‖ (mean)", f"{s['step_norm_last_mean']:.4g}"),
+                     ("relative step, first → last", f"{s['relative_step_first_mean']:.4g} → "
+                                                     f"{s['relative_step_last_mean']:.4g}"),
+                     ("slope of log‖Δz‖ per step, second half", _fmt(s["log_step_norm_slope_second_half"])),
+                     ("‖z_T‖ (mean)", f"{s['state_norm_last_mean']:.4g}")],
+            "figures": [f"trajectory/{f}" for f in r["figures"]],
+            "json": "trajectory/results.json",
+        })
+    r = results.get("sweep")
+    if r:
+        s = r["summary"]
+        rows = [("std of mean λ1 across checkpoints", f"{s['std_across_checkpoints']:.4f}"),
+                ("mean per-prompt std (within a checkpoint)", f"{s['mean_per_prompt_std']:.4f}")]
+        rows += [(f"  {c['label']}", f"{m:+.4f} ± {sd:.4f}") for c, m, sd in
+                 zip(r["checkpoints"], s["lambda1_mean_per_checkpoint"], s["lambda1_std_per_checkpoint"])]
+        out.append({
+            "title": "λ1 across checkpoints",
+            "blurb": f"λ1 (one probe, T={r['settings']['steps']}) per prompt for each checkpoint.",
+            "rows": rows,
+            "figures": [f"sweep/{f}" for f in r["figures"]],
+            "json": "sweep/results.json",
+        })
+    return out
+
+
+def _model_rows(info: dict, seconds: float | None, software: dict | None) -> list[tuple[str, str]]:
+    rows = [("model", info.get("source")), ("revision", info.get("revision") or "—"),
+            ("model type", info.get("model_type")), ("hidden size", info.get("hidden_size")),
+            ("vocab size", info.get("vocab_size")), ("parameters", f"{info.get('num_params'):,}"),
+            ("weight dtypes", ", ".join(info.get("param_dtypes") or [])),
+            ("tokenizer", info.get("tokenizer"))]
+    if seconds is not None:
+        rows.append(("wall time", f"{seconds:.1f} s"))
+    if software:
+        rows.append(("software", ", ".join(f"{k} {v}" for k, v in software.items()
+                                           if k in ("loopjax", "jax", "jaxlib", "flax", "numpy", "python"))))
+    return [(k, str(v)) for k, v in rows]
+
+
+def render_markdown(title: str, model_rows, note: str, sections) -> str:
+    lines = [f"# {title}", "", f"Generated {utc_now()} by `loopjax report`.", ""]
+    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in model_rows] + [""]
+    if note:
+        lines += [f"*{note}*", ""]
+    for sec in sections:
+        lines += [f"## {sec['title']}", "", sec["blurb"], "", "| quantity | value |", "|---|---|"]
+        lines += [f"| {k.strip()} | {v} |" for k, v in sec["rows"]]
+        lines += [""] + [f"![{Path(f).stem}]({f})" for f in sec["figures"]]
+        lines += ["", f"All numbers: [`{sec['json']}`]({sec['json']})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #0072B2;padding-bottom:.2em} h2{margin-top:2em;color:#0072B2}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .7em;text-align:left}
+td.num{font-family:ui-monospace,Menlo,Consolas,monospace} tr.sub td:first-child{padding-left:2em;color:#555}
+img{max-width:100%;border:1px solid #eee;margin:.6em 0;display:block} .note{color:#555;font-style:italic}
+nav a{margin-right:1em}
+"""
+
+
+def render_html(title: str, model_rows, note: str, sections) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>",
+             f"<p>Generated {e(utc_now())} by <code>loopjax report</code>.</p>"]
+    if sections:
+        parts.append("<nav>" + "".join(f"<a href='#s{i}'>{e(s['title'])}</a>"
+                                       for i, s in enumerate(sections)) + "</nav>")
+    parts.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in model_rows)
+                 + "</table>")
+    if note:
+        parts.append(f"<p class='note'>{e(note)}</p>")
+    for i, sec in enumerate(sections):
+        parts.append(f"<h2 id='s{i}'>{e(sec['title'])}</h2><p>{e(sec['blurb'])}</p><table>"
+                     "<tr><th>quantity</th><th>value</th></tr>")
+        for k, v in sec["rows"]:
+            cls = " class='sub'" if k.startswith("  ") else ""
+            parts.append(f"<tr{cls}><td>{e(k.strip())}</td><td class='num'>{e(str(v))}</td></tr>")
+        parts.append("</table>")
+        for f in sec["figures"]:
+            parts.append(f"<img src='{e(f)}' alt='{e(Path(f).stem)}'>")
+        parts.append(f"<p>All numbers: <a href='{e(sec['json'])}'><code>{e(sec['json'])}</code></a></p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_index(out: str | Path, info: dict, results: dict, *, seconds: float | None = None,
+                settings_note: str = "") -> tuple[Path, Path]:
+    """Write ``out/index.md`` and ``out/index.html`` for one model's results."""
+    out = Path(out)
+    software = next((r.get("software") for r in results.values() if r), None)
+    title = f"loopjax report: {info.get('name')}"
+    rows = _model_rows(info, seconds, software)
+    secs = _sections(results)
+    md, ht = out / "index.md", out / "index.html"
+    from loopjax.runstore import atomic_write_json
+
+    atomic_write_json(out / "report.json", {
+        "model": info, "seconds": seconds, "note": settings_note, "software": software,
+        "generated": utc_now(),
+        "analyses": {name: {"results": f"{name}/results.json", "settings": r.get("settings"),
+                            "figures": [f"{name}/{f}" for f in r.get("figures", [])],
+                            "summary": {k: v for k, v in (r.get("summary") or {}).items()
+                                        if k != "mean_matrix"}}
+                     for name, r in results.items() if r},
+    })
+    atomic_write_text(md, render_markdown(title, rows, settings_note, secs))
+    atomic_write_text(ht, render_html(title, rows, settings_note, secs))
+    return md, ht
+
+
+def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tuple[Path, Path]:
+    """``root/index.{md,html}`` linking the per-model reports, with λ1 and the positive fraction."""
+    root = Path(root)
+    rows = []
+    for name, out, results in done:
+        rel = Path(out).relative_to(root) if Path(out).is_relative_to(root) else Path(out)
+        s = results.get("spectrum", {}).get("summary", {})
+        a = results.get("attribution", {}).get("summary", {})
+        rows.append((name, rel, s.get("lambda1_mean"), s.get("lambda1_std"), s.get("fraction_positive"),
+                     a.get("largest_expanding_sublayer")))
+    md = ["# loopjax reports", "", f"Generated {utc_now()}.", "",
+          "| model | λ1 (mean ± std) | positive exponents | largest expansion | report |", "|---|---|---|---|---|"]
+    for name, rel, l1, sd, fp, big in rows:
+        md.append(f"| {name} | {_fmt(l1)} ± {_std(sd)} | {100 * (fp or 0):.1f}% | {big} | "
+                  f"[{rel}/index.md]({rel}/index.md) |")
+    e = html.escape
+    ht = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>loopjax reports</title>"
+          f"<style>{_CSS}</style></head><body><h1>loopjax reports</h1><p>Generated {e(utc_now())}.</p>"
+          "<table><tr><th>model</th><th>λ1 (mean ± std)</th><th>positive exponents</th>"
+          "<th>largest expansion</th><th>report</th></tr>"]
+    for name, rel, l1, sd, fp, big in rows:
+        ht.append(f"<tr><td>{e(name)}</td><td class='num'>{e(_fmt(l1))} ± {e(_std(sd))}</td>"
+                  f"<td class='num'>{100 * (fp or 0):.1f}%</td><td>{e(str(big))}</td>"
+                  f"<td><a href='{e(str(rel))}/index.html'>{e(str(rel))}/index.html</a></td></tr>")
+    ht.append("</table>")
+    for name, rel, *_ in rows:
+        ht.append(f"<h2>{e(name)}</h2>")
+        for sec in ("spectrum/spectrum_running_top5.png", "attribution/attribution_lambda1.png"):
+            if (root / rel / sec).is_file():
+                ht.append(f"<img src='{e(str(rel))}/{sec}' alt='{e(name)} {sec}'>")
+    ht.append("</body></html>\n")
+    mdp, htp = root / "index.md", root / "index.html"
+    atomic_write_text(mdp, "\n".join(md) + "\n")
+    atomic_write_text(htp, "\n".join(ht))
+    return mdp, htp

@@ -1,0 +1,263 @@
+"""Results folders that survive interruption: atomic saves, a RUNNING marker, resume.
+
+Layout of one analysis folder ``OUT/<analysis>/``::
+
+    RUNNING                 JSON marker {"status": "incomplete", ...}; present while a run is unfinished
+    prompts/NNN.json        one finished unit of work (a prompt; for sweeps ``cCC-pNNN``), written atomically
+    checkpoints/NNN/        orbax checkpoints of a long Benettin scan (``--checkpoint-every``), per prompt
+    results.json            written last, atomically, with ``"status": "complete"``; RUNNING is then removed
+    *.png                   figures
+
+A folder with ``RUNNING`` and no ``results.json`` is an unfinished run. ``--resume`` reuses every saved
+unit whose recorded settings and inputs equal the current ones (any difference is an error naming the
+field); without ``--resume`` a non-empty folder is an error unless ``--overwrite`` is given (which
+deletes that analysis folder first).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RunError(Exception):
+    """An error the CLI reports as one line (no traceback)."""
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def to_jsonable(x: Any) -> Any:
+    """numpy/jax scalars and arrays -> plain Python; non-finite floats -> None."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, (str, bool)) or x is None:
+        return x
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if hasattr(x, "__array__"):
+        a = np.asarray(x)
+        if a.dtype.kind in "iub":
+            return a.astype(np.int64).tolist() if a.dtype.kind != "b" else a.tolist()
+        a = a.astype(np.float64)
+        if a.ndim == 0:
+            return to_jsonable(float(a))
+        if np.all(np.isfinite(a)):
+            return a.tolist()
+        return to_jsonable(a.tolist())
+    return x
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def canonical(obj: Any) -> Any:
+    """The JSON round-trip of ``obj`` (what a saved file gives back)."""
+    return json.loads(json.dumps(to_jsonable(obj), allow_nan=False))
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{prefix}{key}"
+            d = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if d:
+                return d
+        return None
+    return None if a == b else prefix.rstrip(".") or "<value>"
+
+
+class RunStore:
+    """One analysis folder (see module docstring)."""
+
+    def __init__(self, root: str | Path, analysis: str, settings: dict, *, resume: bool = False,
+                 overwrite: bool = False):
+        self.root = Path(root)
+        self.analysis = analysis
+        self.settings = canonical(settings)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.prompts_dir = self.root / "prompts"
+        self.ckpt_dir = self.root / "checkpoints"
+        self.marker = self.root / "RUNNING"
+        self.results_path = self.root / "results.json"
+        self.started = utc_now()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def begin(self) -> None:
+        if self.resume and self.overwrite:
+            raise RunError("--resume and --overwrite exclude each other")
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"{self.root} exists and is not a folder")
+        nonempty = self.root.is_dir() and any(self.root.iterdir())
+        if nonempty and not self.resume:
+            if not self.overwrite:
+                raise RunError(
+                    f"results folder {self.root} is not empty; pass --resume to continue it or "
+                    f"--overwrite to replace it"
+                )
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.prompts_dir.mkdir(exist_ok=True)
+        if self.results_path.exists():
+            # resuming a finished run: it becomes unfinished again until rewritten
+            old = read_json(self.results_path)
+            diff = _first_difference(old.get("settings"), self.settings)
+            if diff:
+                raise RunError(
+                    f"--resume: {self.results_path} was made with different settings "
+                    f"(first difference: {diff}); use another --out or --overwrite"
+                )
+            self.results_path.unlink()
+        atomic_write_json(self.marker, {"status": "incomplete", "analysis": self.analysis,
+                                        "started": self.started, "pid": os.getpid(),
+                                        "settings": self.settings})
+
+    def finish(self, results: dict) -> dict:
+        results = dict(results)
+        results["status"] = "complete"
+        atomic_write_json(self.results_path, results)
+        try:
+            self.marker.unlink()
+        except FileNotFoundError:
+            pass
+        if self.ckpt_dir.is_dir() and not any(self.ckpt_dir.iterdir()):
+            self.ckpt_dir.rmdir()
+        return results
+
+    # -- per-unit records --------------------------------------------------------------------------
+    def unit_path(self, key: str) -> Path:
+        return self.prompts_dir / f"{key}.json"
+
+    def load_unit(self, key: str, inputs: dict) -> dict | None:
+        """The saved record for ``key`` if ``--resume`` and it exists; checks settings and inputs."""
+        path = self.unit_path(key)
+        if not self.resume or not path.is_file():
+            return None
+        try:
+            rec = read_json(path)
+        except (OSError, ValueError) as e:
+            raise RunError(f"--resume: cannot read {path}: {e}") from None
+        diff = _first_difference(rec.get("settings"), self.settings)
+        if diff:
+            raise RunError(
+                f"--resume: {path} was computed with different settings (first difference: "
+                f"settings.{diff}); rerun with the original settings, another --out, or --overwrite"
+            )
+        diff = _first_difference(rec.get("inputs"), canonical(inputs))
+        if diff:
+            raise RunError(
+                f"--resume: {path} was computed for a different input (first difference: "
+                f"inputs.{diff}); rerun with the original prompts, another --out, or --overwrite"
+            )
+        return rec
+
+    def save_unit(self, key: str, inputs: dict, result: dict, timing: dict | None = None) -> dict:
+        rec = {"key": key, "settings": self.settings, "inputs": canonical(inputs),
+               "result": canonical(result), "timing": timing or {}}
+        atomic_write_json(self.unit_path(key), rec)
+        return rec
+
+    def scan_checkpointer(self, key: str, every: int) -> "ScanCheckpointer":
+        return ScanCheckpointer(self.ckpt_dir / key, self.settings, resume=self.resume)
+
+
+class ScanCheckpointer:
+    """Orbax checkpoints of a segmented Benettin scan: state, probes, per-step log growth, step.
+
+    Each save is atomic (orbax writes into a temporary folder and renames it when complete); the two
+    most recent are kept. ``latest()`` returns the newest one (after checking it was made with the same
+    settings) or None.
+    """
+
+    def __init__(self, directory: Path, settings: dict, resume: bool):
+        import orbax.checkpoint as ocp
+
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        self.settings = settings
+        if not resume and self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        opts = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False,
+                                            create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=opts)
+
+    def latest(self) -> tuple[int, dict] | None:
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        ocp = self._ocp
+        r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
+                                                                meta=ocp.args.JsonRestore()))
+        meta = r.meta
+        diff = _first_difference(meta.get("settings"), self.settings)
+        if diff:
+            raise RunError(f"--resume: scan checkpoint {self.directory} was made with different "
+                           f"settings (first difference: settings.{diff})")
+        arrays = {k: np.asarray(v) for k, v in r.scan.items()}
+        return int(step), arrays
+
+    def save(self, step: int, state, probes, log_growth: np.ndarray, extra_meta: dict | None = None):
+        ocp = self._ocp
+        lg = np.asarray(log_growth)
+        arrays = {"state": np.asarray(state), "probes": np.asarray(probes), "log_growth": lg,
+                  "log_growth_sum": lg.astype(np.float64).sum(axis=0),
+                  "step": np.asarray(step, np.int64)}
+        meta = {"settings": self.settings, "step": int(step), "saved": utc_now(), **(extra_meta or {})}
+        self.manager.save(int(step), args=ocp.args.Composite(scan=ocp.args.StandardSave(arrays),
+                                                             meta=ocp.args.JsonSave(meta)),
+                          force=True)
+        self.manager.wait_until_finished()
+
+    def close(self, remove: bool = False) -> None:
+        self.manager.close()
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)

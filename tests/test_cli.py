@@ -1,0 +1,350 @@
+"""The `loopjax` command line end to end on tiny settings (real models, real engine).
+
+To keep compilations few, most runs use one prompt length (4 tokens under the simple tokenizer),
+k=4 and T=4, and share a session-wide persistent XLA cache with the subprocess runs.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loopjax import cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = ["--k", "4", "--steps", "4", "--quiet"]
+VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """One persistent XLA cache for the in-process and the subprocess runs of this file."""
+    old = os.environ.get("LOOPJAX_COMPILE_CACHE")
+    os.environ["LOOPJAX_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("xla-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LOOPJAX_COMPILE_CACHE", None)
+    else:
+        os.environ["LOOPJAX_COMPILE_CACHE"] = old
+
+
+@pytest.fixture
+def prompts4(tmp_path):
+    """Two prompts of 4 tokens each (simple tokenizer): one compiled shape."""
+    f = tmp_path / "prompts.txt"
+    f.write_text("Water is composed of\nThe sky is blue\n")
+    return f
+
+
+def run(argv, capsys=None):
+    rc = cli.main([str(a) for a in argv])
+    out = capsys.readouterr() if capsys is not None else None
+    return rc, out
+
+
+def numbers(obj):
+    """A results JSON without the fields that legitimately differ between runs."""
+    if isinstance(obj, dict):
+        return {k: numbers(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [numbers(v) for v in obj]
+    return obj
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def assert_complete(folder: Path, figures):
+    res = load(folder / "results.json")
+    assert res["status"] == "complete"
+    assert not (folder / "RUNNING").exists()
+    for f in figures:
+        assert (folder / f).is_file() and (folder / f).stat().st_size > 5000, f
+        assert f in res["figures"]
+    for key in ("jax", "jaxlib", "flax", "numpy", "loopjax"):
+        assert res["software"][key]
+    assert res["timestamps"]["started"] and res["timestamps"]["finished"]
+    assert res["seed"] == 0 and res["settings"]["seed"] == 0
+    return res
+
+
+# ------------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = ["convert", "spectrum", "attribute", "sweep", "similarity", "trajectory", "report"]
+
+
+@pytest.mark.parametrize("sub", [None] + SUBCOMMANDS)
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(([sub] if sub else []) + ["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: loopjax" in text
+    if sub in ("spectrum", "attribute", "similarity", "trajectory", "report"):
+        for flag in ("--model", "--revision", "--steps", "--prompts", "--seed", "--out", "--dtype", "--resume",
+                     "--max-prompts", "--x64", "--quiet"):
+            assert flag in text, (sub, flag)
+    if sub == "spectrum":
+        assert "--checkpoint-every" in text and "default 50" in text and "default 64" in text
+    if sub == "attribute":
+        assert "default 1" in text and "default 32" in text
+    if sub == "sweep":
+        assert "huginn-pretraining" in text and "step-00006144-recurrence_full_512_0" in text
+
+
+def test_entry_point_installed():
+    exe = Path(sys.executable).parent / "loopjax"
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "spectrum" in r.stdout
+
+
+def test_presets_and_checkpoint_specs():
+    assert cli.PRESETS["huginn-pretraining"][0] == "tomg-group-umd/step-00006144-recurrence_full_512_0"
+    assert cli.PRESETS["huginn-pretraining"][-1] == "tomg-group-umd/huginn-0125"
+    assert len(cli.PRESETS["huginn-pretraining"]) == 9
+    assert cli.parse_checkpoint_spec("org/name@abc123") == ("org/name", "abc123")
+    assert cli.parse_checkpoint_spec("org/name") == ("org/name", None)
+    assert cli.model_name("builtin:ouro-tiny") == "ouro-tiny"
+    assert cli.model_name("ByteDance/Ouro-1.4B", "main") == "Ouro-1.4B@main"
+
+
+# ------------------------------------------------------------------------------------------------------
+
+def test_spectrum_builtin_end_to_end(tmp_path, capsys):
+    import jax
+    import loopjax
+
+    out = tmp_path / "out"
+    rc, _ = run(["spectrum", "--model", "builtin:ouro-tiny", "--max-prompts", 2, "--out", out, *TINY], capsys)
+    assert rc == 0
+    res = assert_complete(out / "spectrum", ["spectrum_running_top5.png", "spectrum_full.png"])
+    assert res["model"]["source"] == "builtin:ouro-tiny" and res["model"]["model_type"] == "ouro"
+    assert res["settings"]["k"] == 4 and res["settings"]["steps"] == 4
+    assert [p["text"] for p in res["prompts"]] == ["Water is composed of", "Diamonds are made of"]
+    for name in ("fraction_positive", "range_max", "range_min", "lambda1_mean", "mean_spectrum_sorted"):
+        assert name in res["summary"]
+    assert sorted(os.listdir(out / "spectrum" / "prompts")) == ["000.json", "001.json"]
+    # the numbers are the library's, with the documented key scheme
+    m = loopjax.load("builtin:ouro-tiny")
+    for p in res["prompts"]:
+        r = loopjax.spectrum(m, np.asarray(p["token_ids"], np.int32), k=4, steps=4,
+                             key=jax.random.fold_in(jax.random.key(0), p["index"]))
+        np.testing.assert_allclose(p["exponents"], np.asarray(r.exponents), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(p["log_growth"]), np.asarray(r.log_growth, np.float64))
+
+
+def test_spectrum_fixture_checkpoint(tmp_path, prompts4, capsys):
+    out = tmp_path / "out"
+    rc, _ = run(["spectrum", "--model", FIXTURES / "ouro-tiny", "--prompts", prompts4, "--out", out, *TINY], capsys)
+    assert rc == 0
+    res = assert_complete(out / "spectrum", ["spectrum_running_top5.png", "spectrum_full.png"])
+    assert res["model"]["vocab_size"] == 320 and res["model"]["source_dir"]
+    assert len(res["prompts"]) == 2 and all(len(p["exponents"]) == 4 for p in res["prompts"])
+    assert all(1 <= t < 320 for p in res["prompts"] for t in p["token_ids"])
+
+
+def test_other_analyses(tmp_path, prompts4, capsys):
+    """attribute (k>1: heatmap), similarity, trajectory on Huginn; a sweep over two local checkpoints."""
+    out = tmp_path / "h"
+    common = ["--model", "builtin:huginn-tiny", "--prompts", prompts4, "--out", out, "--quiet"]
+    assert run(["attribute", *common, "--k", 3, "--steps", 4], capsys)[0] == 0
+    res = assert_complete(out / "attribution", ["attribution_lambda1.png", "attribution_heatmap.png"])
+    names = res["summary"]["names"]
+    assert names[0] == "adapter" and len(names) == 5
+    p0 = res["prompts"][0]
+    assert np.asarray(p0["exponents"]).shape == (5, 3) and np.asarray(p0["log_growth"]).shape == (4, 5, 3)
+    np.testing.assert_allclose(res["summary"]["lambda1_cumulative_mean"][-1], res["summary"]["lambda1_total_mean"])
+
+    assert run(["similarity", *common, "--loops", 2], capsys)[0] == 0
+    res = assert_complete(out / "similarity", ["similarity.png"])
+    assert len(res["summary"]["states_names"]) == 2 * 5
+    m = np.asarray(res["summary"]["mean_matrix"])
+    assert m.shape == (10, 10) and np.allclose(np.diag(m), 1, atol=1e-5)
+
+    assert run(["trajectory", *common, "--steps", 4], capsys)[0] == 0
+    res = assert_complete(out / "trajectory", ["convergence.png"])
+    assert len(res["prompts"][0]["step_norm"]) == 4 and len(res["prompts"][0]["state_norm"]) == 5
+    # every analysis of a prompt starts from the same z0 (Huginn's random state from split(prompt key)[0])
+    import jax
+    import loopjax
+
+    m = loopjax.load("builtin:huginn-tiny")
+    for p in res["prompts"]:
+        key = jax.random.fold_in(jax.random.key(0), p["index"])
+        z0 = loopjax.init_state(m, np.asarray(p["token_ids"], np.int32), key=jax.random.split(key)[0])
+        np.testing.assert_allclose(p["state_norm"][0], float(np.linalg.norm(np.asarray(z0))), rtol=1e-5)
+
+    sw = tmp_path / "sw"
+    rc, _ = run(["sweep", "--checkpoints", FIXTURES / "ouro-tiny", FIXTURES / "ouro-tiny-bf16-sharded",
+                 "--prompts", prompts4, "--steps", 4, "--out", sw, "--quiet"], capsys)
+    assert rc == 0
+    res = assert_complete(sw / "sweep", ["sweep_lambda1.png"])
+    lam = np.asarray(res["lambda1"])
+    assert lam.shape == (2, 2) and np.all(np.isfinite(lam))
+    s = res["summary"]
+    assert s["std_across_checkpoints"] == pytest.approx(lam.mean(1).std())
+    assert s["mean_per_prompt_std"] == pytest.approx(lam.std(1).mean())
+
+
+def test_report_both_builtins(tmp_path, prompts4, capsys):
+    out = tmp_path / "results"
+    rc, _ = run(["report", "--prompts", prompts4, "--k", 4, "--steps", 4, "--attr-k", 3, "--loops", 2,
+                 "--out", out, "--jobs", 1, "--quiet"], capsys)
+    assert rc == 0
+    assert (out / "index.md").is_file() and (out / "index.html").is_file()
+    for name in ("ouro-tiny", "huginn-tiny"):
+        d = out / name
+        md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
+        pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
+        assert len(pngs) == 6, pngs  # running top-5, full spectrum, bars, heatmap, similarity, convergence
+        for png in pngs:
+            assert f"({png})" in md and f"src='{png}'" in html
+        for a in ("spectrum", "attribution", "similarity", "trajectory"):
+            assert load(d / a / "results.json")["status"] == "complete"
+        assert "fraction of positive exponents" in md and "λ1" in html
+        assert f"{name}/index.html" in (out / "index.html").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------
+
+def _spectrum_cmd(out, prompts, *extra):
+    return ["spectrum", "--model", "builtin:ouro-tiny", "--prompts", prompts, "--out", out, *TINY, *extra]
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Water is composed of\nThe sky is blue\nCats like warm milk\n")
+    ref, part = tmp_path / "ref", tmp_path / "part"
+    assert run(_spectrum_cmd(ref, prompts), capsys)[0] == 0
+
+    env = {**os.environ, "LOOPJAX_TEST_SLEEP_AFTER_UNIT": "60"}
+    cmd = [sys.executable, "-m", "loopjax.cli", *map(str, _spectrum_cmd(part, prompts))]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = part / "spectrum" / "prompts" / "000.json"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    # an unfinished folder never looks finished
+    assert (part / "spectrum" / "RUNNING").exists()
+    assert json.loads((part / "spectrum" / "RUNNING").read_text())["status"] == "incomplete"
+    assert not (part / "spectrum" / "results.json").exists()
+    assert sorted(os.listdir(part / "spectrum" / "prompts")) == ["000.json"]
+    # without --resume: refuse; with other settings: refuse with the differing field
+    rc, o = run(_spectrum_cmd(part, prompts), capsys)
+    assert rc == 2 and "--resume" in o.err and "Traceback" not in o.err
+    rc, o = run(["spectrum", "--model", "builtin:ouro-tiny", "--prompts", prompts, "--out", part, "--k", 3,
+                 "--steps", 4, "--quiet", "--resume"], capsys)
+    assert rc == 2 and "settings.k" in o.err
+    assert not (part / "spectrum" / "results.json").exists()
+
+    before = first.read_bytes()
+    assert run(_spectrum_cmd(part, prompts, "--resume"), capsys)[0] == 0
+    assert first.read_bytes() == before  # reused, not recomputed
+    a, b = load(ref / "spectrum" / "results.json"), load(part / "spectrum" / "results.json")
+    assert numbers(a) == numbers(b)
+    assert not (part / "spectrum" / "RUNNING").exists()
+
+
+def test_interrupt_hook_then_resume(tmp_path, prompts4, capsys, monkeypatch):
+    ref, part = tmp_path / "ref", tmp_path / "part"
+    assert run(_spectrum_cmd(ref, prompts4), capsys)[0] == 0
+    monkeypatch.setenv("LOOPJAX_TEST_INTERRUPT_AFTER", "1")
+    rc, o = run(_spectrum_cmd(part, prompts4), capsys)
+    assert rc == 130 and "--resume" in o.err
+    monkeypatch.delenv("LOOPJAX_TEST_INTERRUPT_AFTER")
+    assert not (part / "spectrum" / "results.json").exists()
+    assert run(_spectrum_cmd(part, prompts4, "--resume"), capsys)[0] == 0
+    assert numbers(load(ref / "spectrum" / "results.json")) == numbers(load(part / "spectrum" / "results.json"))
+    # resuming a finished run rewrites the same numbers
+    assert run(_spectrum_cmd(part, prompts4, "--resume"), capsys)[0] == 0
+    assert numbers(load(ref / "spectrum" / "results.json")) == numbers(load(part / "spectrum" / "results.json"))
+    # --overwrite starts over
+    assert run(_spectrum_cmd(part, prompts4, "--overwrite"), capsys)[0] == 0
+
+
+def test_checkpoint_every_equals_one_shot_and_resumes(tmp_path, prompts4, capsys, monkeypatch):
+    one, seg, part = tmp_path / "one", tmp_path / "seg", tmp_path / "part"
+    steps = ["--steps", 4]
+    assert run(_spectrum_cmd(one, prompts4, *steps), capsys)[0] == 0
+    assert run(_spectrum_cmd(seg, prompts4, *steps, "--checkpoint-every", 2), capsys)[0] == 0
+    a, b = load(one / "spectrum" / "results.json"), load(seg / "spectrum" / "results.json")
+    for pa, pb in zip(a["prompts"], b["prompts"]):  # the engine uses the given probes as-is: bitwise equal
+        np.testing.assert_array_equal(pb["log_growth"], pa["log_growth"])
+        np.testing.assert_array_equal(pb["exponents"], pa["exponents"])
+    assert not (seg / "spectrum" / "checkpoints").exists()  # removed once the prompts are done
+
+    # interrupted after the first segment of prompt 0: an orbax checkpoint at step 2 is left
+    monkeypatch.setenv("LOOPJAX_TEST_INTERRUPT_AFTER_SEGMENTS", "1")
+    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2), capsys)[0] == 130
+    monkeypatch.delenv("LOOPJAX_TEST_INTERRUPT_AFTER_SEGMENTS")
+    ck = part / "spectrum" / "checkpoints" / "000"
+    assert (ck / "2").is_dir()
+    assert not (part / "spectrum" / "results.json").exists()
+    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2, "--resume"), capsys)[0] == 0
+    assert numbers(load(seg / "spectrum" / "results.json")) == numbers(load(part / "spectrum" / "results.json"))
+
+
+# ------------------------------------------------------------------------------------------------------
+
+def _bad_tokenizer_ckpt(tmp_path):
+    """The ouro fixture with a tokenizer.json whose ids exceed the model's vocabulary (320)."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(FIXTURES / "ouro-tiny", d, ignore=shutil.ignore_patterns("expected.npz"))
+    tk = Tokenizer(models.WordLevel({"[UNK]": 999, "water": 5, "is": 1000}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.save(str(d / "tokenizer.json"))
+    return d
+
+
+@pytest.mark.parametrize("case", ["missing-model", "k0", "k-too-big", "oov-ids", "oov-tokenizer",
+                                  "missing-prompts", "max-prompts-0", "token-ids-no-prompts", "bad-dtype"])
+def test_bad_input_is_one_line_error(case, tmp_path, prompts4, capsys):
+    out = tmp_path / "out"
+    base = ["--out", out, "--quiet"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("1 2 3\n5 99999 7\n")
+    argv = {
+        "missing-model": ["spectrum", "--model", tmp_path / "no-such-checkpoint", *base],
+        "k0": ["spectrum", "--prompts", prompts4, "--k", 0, *base],
+        "k-too-big": ["spectrum", "--prompts", prompts4, "--k", 4 * 64 + 1, "--steps", 2, *base],
+        "oov-ids": ["spectrum", "--prompts", ids, "--token-ids", "--k", 2, *base],
+        "oov-tokenizer": ["spectrum", "--model", _bad_tokenizer_ckpt(tmp_path) if case == "oov-tokenizer" else "",
+                          "--prompts", prompts4, *base],
+        "missing-prompts": ["attribute", "--prompts", tmp_path / "nope.txt", *base],
+        "max-prompts-0": ["trajectory", "--max-prompts", 0, *base],
+        "token-ids-no-prompts": ["spectrum", "--token-ids", *base],
+        "bad-dtype": ["spectrum", "--dtype", "float7", *base],
+    }[case]
+    rc, o = run(argv, capsys)
+    assert rc != 0
+    err = o.err.strip()
+    assert err.startswith("loopjax: error:") and "\n" not in err and "Traceback" not in err, err
+    expect = {"missing-model": "does not exist", "k0": "--k must be >= 1", "k-too-big": "exceeds the state dimension",
+              "oov-ids": "out of vocabulary", "oov-tokenizer": "out of vocabulary",
+              "missing-prompts": "not found", "max-prompts-0": "--max-prompts", "token-ids-no-prompts": "--prompts",
+              "bad-dtype": "dtype"}[case]
+    assert expect in err, err
+    assert not list(tmp_path.rglob("results.json"))
+    assert not out.exists()
+
+
+def test_convert_command(tmp_path, capsys):
+    out = tmp_path / "orbax"
+    rc, _ = run(["convert", FIXTURES / "ouro-tiny", out, "--quiet"], capsys)
+    assert rc == 0 and (out / "config.json").is_file()
+    rc, o = run(["convert", tmp_path / "missing", tmp_path / "o2"], capsys)
+    assert rc == 2 and o.err.startswith("loopjax: error:") and "Traceback" not in o.err
