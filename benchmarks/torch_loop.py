@@ -451,7 +451,9 @@ def benettin_step(f: LoopMap, z: Tensor, Q: Tensor, mode: str = "vmap") -> Tuple
 
 
 def benettin(f: LoopMap, z0: Tensor, Q0: Tensor, steps: int, mode: str = "vmap") -> Tuple[Tensor, Tensor, Tensor]:
-    """``steps`` Benettin steps from (z0, Q0). Returns (log_growth (steps, k), exponents (k,), states (steps+1, L, H))."""
+    """``steps`` Benettin steps from (z0, Q0).
+
+    Returns (log_growth (steps, k), exponents (k,), states (steps+1, L, H))."""
     z, Q = z0, Q0
     growth, states = [], [z0]
     with torch.no_grad():

@@ -115,6 +115,32 @@ def test_benettin_step_shapes():
         tl.jvp_vmap(f, z0, Q0[:-1])
 
 
+def test_huginn_embed_scale_from_config(tmp_path):
+    """embed_scale / init std come from config.init_values (as the reference reads them), defaulting to
+    sqrt(n_embd) / sqrt(2/(5 n_embd)) when absent."""
+    import shutil
+
+    exp = _expected("huginn-tiny")
+    src = os.path.join(FIX, "huginn-tiny")
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    H = cfg["n_embd"]
+    assert cfg["init_values"]["embed_scale"] == np.sqrt(H)
+    for variant, scale in (("absent", np.sqrt(H)), ("doubled", 2 * np.sqrt(H))):
+        d = tmp_path / variant
+        d.mkdir()
+        shutil.copy(os.path.join(src, "model.safetensors"), d / "model.safetensors")
+        c = dict(cfg)
+        if variant == "absent":
+            c.pop("init_values")
+        else:
+            c["init_values"] = dict(cfg["init_values"], embed_scale=scale)
+        (d / "config.json").write_text(json.dumps(c))
+        f, _ = tl.load_loop_map(str(d), exp["input_ids"][0], torch.float64,
+                                z0=torch.from_numpy(exp["init_state"][0]))
+        err = _maxabs(f.injection, exp["injection"][0])
+        assert (err < 1e-9) if variant == "absent" else (err > 1e-3)
+
+
 def test_huginn_default_z0_and_shape_check():
     exp = _expected("huginn-tiny")
     d = os.path.join(FIX, "huginn-tiny")
