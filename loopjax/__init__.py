@@ -1,4 +1,11 @@
 """loopjax: looped transformers (Ouro, Huginn) in JAX, and the Lyapunov spectrum of their loop dynamics."""
+import os
+
+# jaxlib's CPU QR runs on scipy's bundled OpenBLAS, whose thread pool turns a (448, 32) QR from 0.3 ms into
+# ~200 ms on a busy 2-core machine. Takes effect if set before the first QR; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# isort: split
 from loopjax.analysis import attribution, convergence, lambda1, similarity, spectrum
 from loopjax.loading import load, source_dir
 from loopjax.lyapunov import LyapunovResult, benettin, benettin_sublayers
