@@ -109,8 +109,7 @@ def plot_attribution(path, names: Sequence[str], contributions: np.ndarray, mode
         x = np.arange(n)
         fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * n + 3), 4.4))
         colors = [OKABE_ITO[0] if v >= 0 else OKABE_ITO[3] for v in mean]
-        ax.bar(x, mean, yerr=std if P > 1 else None, color=colors, alpha=0.85, capsize=3,
-               label="sublayer contribution" + (" ($\\pm$1 std)" if P > 1 else ""))
+        ax.bar(x, mean, yerr=std if P > 1 else None, color=colors, alpha=0.85, capsize=3)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xticks(x, list(names), rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
         ax.set_xlabel("sublayer (in loop order)")
@@ -127,11 +126,14 @@ def plot_attribution(path, names: Sequence[str], contributions: np.ndarray, mode
         hi = max(ax.get_ylim()[1], ax2.get_ylim()[1])
         ax.set_ylim(lo, hi)
         ax2.set_ylim(lo, hi)
-        h1, l1 = ax.get_legend_handles_labels()
+        from matplotlib.patches import Patch
+
+        sd = " ($\\pm$1 std)" if P > 1 else ""
+        h1 = [Patch(color=OKABE_ITO[0], alpha=0.85), Patch(color=OKABE_ITO[3], alpha=0.85)]
+        l1 = [f"expanding sublayer{sd}", f"contracting sublayer{sd}"]
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.2 if n > 6 else -0.14),
-                  ncols=2, fontsize=9)
-        ax.set_title(f"{model}: $\\lambda_1$ by sublayer (total {cum.mean(0)[-1]:+.3f}, {P} prompts)")
+        ax.legend(h1 + h2, l1 + l2, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=9)
+        ax.set_title(f"{model}: $\\lambda_1$ by sublayer (total {cum.mean(0)[-1]:+.3f}, {P} prompts)", pad=26)
         return _save(fig, path)
 
 

@@ -112,6 +112,11 @@ def test_presets_and_checkpoint_specs():
     assert cli.parse_checkpoint_spec("org/name") == ("org/name", None)
     assert cli.model_name("builtin:ouro-tiny") == "ouro-tiny"
     assert cli.model_name("ByteDance/Ouro-1.4B", "main") == "Ouro-1.4B@main"
+    import argparse
+
+    assert cli.spectrum_k(argparse.Namespace(k=None), "ByteDance/Ouro-1.4B") == 50  # the paper's
+    assert cli.spectrum_k(argparse.Namespace(k=None), "builtin:ouro-tiny") == cli.BUILTIN_SPECTRUM_K == 16
+    assert cli.spectrum_k(argparse.Namespace(k=7), "builtin:ouro-tiny") == 7
 
 
 # ------------------------------------------------------------------------------------------------------
