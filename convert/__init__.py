@@ -28,6 +28,7 @@ TRANSFORMS = {None: lambda w: w, "T": lambda w: w.T}
 SHAPE_TRANSFORMS = {None: lambda s: tuple(s), "T": lambda s: tuple(reversed(s))}
 SAFETENSORS_DTYPES = {"F32", "F16", "BF16", "F64"}
 FORMAT_VERSION = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _compile(pattern: str):
@@ -128,8 +129,9 @@ def save_hf(model: LoopModel, out_dir) -> Path:
     return out_dir
 
 
-def save_orbax(model: LoopModel, out_dir, hf_config: dict, meta: dict | None = None) -> Path:
-    """Params as an orbax checkpoint + the HF config.json + loopjax.json, written atomically."""
+def save_orbax(model: LoopModel, out_dir, hf_config: dict, meta: dict | None = None, extra_files=()) -> Path:
+    """Params as an orbax checkpoint + the HF config.json + loopjax.json (+ extra files such as the
+    tokenizer), written atomically."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).resolve()
@@ -142,6 +144,8 @@ def save_orbax(model: LoopModel, out_dir, hf_config: dict, meta: dict | None = N
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", model.params)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
+        for file in extra_files:
+            shutil.copyfile(file, tmp / Path(file).name)
         (tmp / checkpoint.ORBAX_MARKER).write_text(json.dumps(
             {"format_version": FORMAT_VERSION, "model_type": model.model_type, **(meta or {})}, indent=2))
         os.replace(tmp, out_dir)
@@ -168,8 +172,10 @@ def load_orbax(ckpt_dir, dtype=None) -> LoopModel:
 
 def convert(src, out, revision=None, dtype=None) -> Path:
     """`loopjax convert`: any source loopjax.load takes -> orbax checkpoint dir."""
-    from loopjax.loading import hf_config_of, load
+    from loopjax.loading import hf_config_of, load, source_dir
 
     model = load(src, revision=revision, dtype=dtype)
     meta = {"source": str(src), "revision": revision, "dtype": None if dtype is None else str(parse_dtype(dtype).__name__)}
-    return save_orbax(model, out, hf_config_of(src, revision, model), meta)
+    where = source_dir(src, revision)
+    extras = [where / name for name in TOKENIZER_FILES if where is not None and (where / name).exists()]
+    return save_orbax(model, out, hf_config_of(src, revision, model), meta, extras)

@@ -13,6 +13,11 @@ from loopjax.lyapunov import benettin, benettin_sublayers
 from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 
 
+def _state_key(key):
+    """The key Huginn's initial state is drawn from: the first half of the split every front-end uses."""
+    return jax.random.split(default_key(key))[0]
+
+
 def _per_prompt(run, model: LoopModel, tokens, key, init_state, probes):
     """Run `run(tokens_1d, state_key, probe_key, init_state, probes)` per prompt and stack the results."""
     tokens = check_ids(model, tokens)
@@ -74,7 +79,7 @@ def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None):
     Returns {"names": ["loop0/layers.0", ...], "matrix": (n, n), "states_norm": (n,)} with
     n = loops * n_sublayers, states flattened over the whole prompt."""
     check_steps(loops, model)
-    names, maps, z0 = sublayer_maps(model, tokens, key=default_key(key), init_state=init_state)
+    names, maps, z0 = sublayer_maps(model, tokens, key=_state_key(key), init_state=init_state)
     states = _sublayer_states(maps, z0, loops).reshape(loops * len(names), -1)
     norms = jnp.linalg.norm(states, axis=-1)
     unit = states / norms[:, None]
@@ -95,7 +100,7 @@ def _trajectory_norms(f, z0, steps: int):
 def convergence(model: LoopModel, tokens, steps=64, key=None, init_state=None):
     """‖z_{t+1} - z_t‖ (steps,), ‖z_t‖ (steps+1,) and their ratio along the loop of one prompt."""
     steps = check_steps(steps, model)
-    f, z0 = loop_map(model, tokens, key=default_key(key), init_state=init_state)
+    f, z0 = loop_map(model, tokens, key=_state_key(key), init_state=init_state)
     step_norm, state_norm = _trajectory_norms(f, z0, steps)
     return {"step_norm": step_norm, "state_norm": state_norm, "relative_step": step_norm / state_norm[:-1]}
 

@@ -158,3 +158,10 @@ def test_builtin_models_load_and_are_reproducible():
             np.testing.assert_array_equal(x, y)
         out = loopjax.logits(a, np.array([[1, 2, 3, 4]]), key=jax.random.key(1))
         assert out.shape == (1, 4, a.config.vocab_size) and bool(np.isfinite(out).all())
+
+
+def test_convert_keeps_the_tokenizer(tmp_path):
+    ckpt = _copy("ouro-tiny", tmp_path)
+    (ckpt / "tokenizer.json").write_text('{"version": "1.0"}')
+    out = loopjax_convert.convert(ckpt, tmp_path / "orbax")
+    assert (out / "tokenizer.json").read_text() == '{"version": "1.0"}'
