@@ -33,10 +33,6 @@ PAPER = {
     "similarity": {"loops": 4},
     "trajectory": {"steps": 64},
 }
-# Built-in (tiny, random) models: the spectrum defaults to k=16 instead of 50, so that `loopjax report`
-# (both built-ins, 20 prompts) takes a few minutes on 2 CPU cores; the cost of a spectrum is ~k*T JVPs.
-# T stays 64. Pass --k 50 for the paper's setting. The k used is recorded in every results.json.
-BUILTIN_SPECTRUM_K = 16
 REPORT_ATTR_K = 8  # report: attribution with k directions (column 1 = the k=1 lambda_1 contributions)
 HUGINN_PRETRAINING_STEPS = (6144, 10752, 11904, 17920, 23808, 29824, 35840, 41728)
 PRESETS = {
@@ -237,10 +233,8 @@ class Loaded:
 
 
 def spectrum_k(args, source: str) -> int:
-    """--k if given, else 50 (the paper's), or BUILTIN_SPECTRUM_K for built-in models."""
-    if args.k is not None:
-        return args.k
-    return BUILTIN_SPECTRUM_K if str(source).startswith("builtin:") else PAPER["spectrum"]["k"]
+    """--k if given, else 50 (the paper's), for every model."""
+    return PAPER["spectrum"]["k"] if args.k is None else args.k
 
 
 def _check_k(k: int, tokens: list[list[int]], H: int, prompts: list[Prompt]) -> None:
@@ -432,9 +426,6 @@ def run_spectrum(args, loaded: Loaded, prompts, tokens, out: Path, *, k: int, st
     _check_pos("--checkpoint-every", every)
     settings = {**_common_settings(args, loaded, "spectrum", prompts), "k": k, "steps": steps,
                 "checkpoint_every": every, "estimator": ESTIMATOR}
-    if args.k is None and k == BUILTIN_SPECTRUM_K and loaded.source.startswith("builtin:"):
-        settings["k_note"] = (f"built-in-model default k={BUILTIN_SPECTRUM_K} (the paper uses k=50) so that "
-                              f"`loopjax report` takes a few minutes on 2 CPU cores; T is the paper's")
     store = RunStore(out / "spectrum", "spectrum", settings, resume=args.resume, overwrite=args.overwrite)
     store.begin()
     units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
@@ -749,11 +740,9 @@ def run_report_one(args, source: str, out: Path | None) -> tuple[Path, dict]:
 
 
 def _report_note(args, k: int) -> str:
-    builtin = (" (the built-in-model default; the paper uses k=50)"
-               if args.k is None and k == BUILTIN_SPECTRUM_K else "")
-    return ("report settings: spectrum k={k}{b}, T={ts}; attribution k={ak}, T={at} (bars = direction 1, "
+    return ("report settings: spectrum k={k}, T={ts}; attribution k={ak}, T={at} (bars = direction 1, "
             "i.e. the k=1 lambda_1 contributions); similarity {l} loops; trajectory {tt} steps").format(
-        k=k, b=builtin,
+        k=k,
         ts=args.spectrum_steps or args.steps or PAPER["spectrum"]["steps"], ak=args.attr_k,
         at=args.attr_steps or args.steps or PAPER["attribute"]["steps"], l=args.loops,
         tt=args.traj_steps or args.steps or PAPER["trajectory"]["steps"])
@@ -969,8 +958,7 @@ def _add_common(p: argparse.ArgumentParser, *, model: bool = True, report: bool 
         g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
     if k_default is not None:
         g.add_argument("--k", type=int, default=None,
-                       help=f"number of Lyapunov exponents (probe directions); default {k_default}"
-                            + (f" ({BUILTIN_SPECTRUM_K} for the built-in tiny models)" if k_default == 50 else ""))
+                       help=f"number of Lyapunov exponents (probe directions); default {k_default}")
     g.add_argument("--steps", type=int, default=None,
                    help=f"{steps_help}; default {steps_default}" if steps_default else steps_help)
     g.add_argument("--prompts", default=None, metavar="FILE",

@@ -115,7 +115,7 @@ def test_presets_and_checkpoint_specs():
     import argparse
 
     assert cli.spectrum_k(argparse.Namespace(k=None), "ByteDance/Ouro-1.4B") == 50  # the paper's
-    assert cli.spectrum_k(argparse.Namespace(k=None), "builtin:ouro-tiny") == cli.BUILTIN_SPECTRUM_K == 16
+    assert cli.spectrum_k(argparse.Namespace(k=None), "builtin:ouro-tiny") == 50
     assert cli.spectrum_k(argparse.Namespace(k=7), "builtin:ouro-tiny") == 7
 
 
