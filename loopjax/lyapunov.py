@@ -192,6 +192,23 @@ def _random_probes(key, *, d, k, dtype):
     return jnp.linalg.qr(jax.random.normal(key, (d, k), dtype), mode="reduced")[0]
 
 
+@functools.lru_cache(maxsize=256)
+def _output_shape_cached(treedef, leaf_types, shape, dtype):
+    g = jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_types])
+    out = jax.eval_shape(lambda g, x: g(x), g, jax.ShapeDtypeStruct(shape, dtype))
+    return getattr(out, "shape", type(out).__name__)
+
+
+def _output_shape(g, shape, dtype):
+    """The shape g returns for a state of `shape`, traced once per map structure (not once per call)."""
+    leaves, treedef = jax.tree_util.tree_flatten(g)
+    leaf_types = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
+    try:
+        return _output_shape_cached(treedef, leaf_types, tuple(shape), jnp.dtype(dtype))
+    except TypeError:  # an unhashable static part: trace without the cache
+        return _output_shape_cached.__wrapped__(treedef, leaf_types, tuple(shape), jnp.dtype(dtype))
+
+
 def _is_traced(*trees):
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
 
@@ -224,11 +241,10 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
     if not _is_traced(z0) and not np.all(np.isfinite(np.asarray(z0))):
         raise ValueError("z0 contains NaN or inf")
     for j, g in enumerate(maps):
-        out = jax.eval_shape(lambda g, x: g(x), g, jax.ShapeDtypeStruct(z0.shape, dt))
-        if getattr(out, "shape", None) != z0.shape:
+        shape = _output_shape(g, z0.shape, dt)
+        if shape != z0.shape:
             where = f"map {j}" if len(maps) > 1 else "f"
-            raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got "
-                             f"{getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got {shape}")
 
     if probes is not None:
         probes = jnp.asarray(probes)
