@@ -182,8 +182,7 @@ class Loaded:
         self.source, self.revision, self.dtype = source, revision, dtype
         self.name = model_name(source, revision)
         try:
-            get_dir = getattr(lj, "model_source_dir", None) or getattr(lj, "source_dir")
-            self.source_dir = get_dir(source, revision)
+            self.source_dir = lj.source_dir(source, revision)
         except Exception:
             self.source_dir = None
         from loopjax.tokenizer import get_tokenizer
@@ -316,6 +315,15 @@ def _header(analysis: str, loaded: Loaded | None, settings: dict, store: RunStor
     }
 
 
+def _open_run(args, loaded: Loaded, analysis: str, prompts, tokens, out: Path, **settings):
+    """The results folder of a per-prompt analysis (created, or reopened with --resume) and its work units."""
+    settings = {**_common_settings(args, loaded, analysis, prompts), **settings}
+    store = RunStore(out / analysis, analysis, settings, resume=args.resume, overwrite=args.overwrite)
+    store.begin()
+    units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
+    return store, settings, units
+
+
 def _finish(store: RunStore, results: dict) -> dict:
     results["timestamps"]["finished"] = utc_now()
     return store.finish(results)
@@ -424,11 +432,8 @@ def run_spectrum(args, loaded: Loaded, prompts, tokens, out: Path, *, k: int, st
     _check_k(k, tokens, H, prompts)
     _check_pos("--steps", steps)
     _check_pos("--checkpoint-every", every)
-    settings = {**_common_settings(args, loaded, "spectrum", prompts), "k": k, "steps": steps,
-                "checkpoint_every": every, "estimator": ESTIMATOR}
-    store = RunStore(out / "spectrum", "spectrum", settings, resume=args.resume, overwrite=args.overwrite)
-    store.begin()
-    units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
+    store, settings, units = _open_run(args, loaded, "spectrum", prompts, tokens, out, k=k, steps=steps,
+                                       checkpoint_every=every, estimator=ESTIMATOR)
 
     def compute(unit, inp):
         lg = _spectrum_one(lj, loaded.model, inp["token_ids"], _start, args.seed, inp["index"], k=k,
@@ -460,12 +465,8 @@ def run_attribution(args, loaded: Loaded, prompts, tokens, out: Path, *, k: int,
     H = int(loaded.model.config.hidden_size)
     _check_k(k, tokens, H, prompts)
     _check_pos("--steps", steps)
-    settings = {**_common_settings(args, loaded, "attribution", prompts), "k": k, "steps": steps,
-                "estimator": ESTIMATOR + " (QR after every sublayer)"}
-    store = RunStore(out / "attribution", "attribution", settings, resume=args.resume,
-                     overwrite=args.overwrite)
-    store.begin()
-    units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
+    store, settings, units = _open_run(args, loaded, "attribution", prompts, tokens, out, k=k, steps=steps,
+                                       estimator=ESTIMATOR + " (QR after every sublayer)")
 
     def compute(unit, inp):
         key, ids, z0 = _start(loaded.model, args.seed, inp["index"], inp["token_ids"])
@@ -513,11 +514,7 @@ def run_similarity(args, loaded: Loaded, prompts, tokens, out: Path, *, loops: i
 
     lj = _lj()
     _check_pos("--loops", loops)
-    settings = {**_common_settings(args, loaded, "similarity", prompts), "loops": loops}
-    store = RunStore(out / "similarity", "similarity", settings, resume=args.resume,
-                     overwrite=args.overwrite)
-    store.begin()
-    units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
+    store, settings, units = _open_run(args, loaded, "similarity", prompts, tokens, out, loops=loops)
 
     def compute(unit, inp):
         key, ids, z0 = _start(loaded.model, args.seed, inp["index"], inp["token_ids"])
@@ -565,11 +562,7 @@ def run_trajectory(args, loaded: Loaded, prompts, tokens, out: Path, *, steps: i
 
     lj = _lj()
     _check_pos("--steps", steps)
-    settings = {**_common_settings(args, loaded, "trajectory", prompts), "steps": steps}
-    store = RunStore(out / "trajectory", "trajectory", settings, resume=args.resume,
-                     overwrite=args.overwrite)
-    store.begin()
-    units = [(f"{i:03d}", _inputs(i, p, ids)) for i, (p, ids) in enumerate(zip(prompts, tokens))]
+    store, settings, units = _open_run(args, loaded, "trajectory", prompts, tokens, out, steps=steps)
 
     def compute(unit, inp):
         key, ids, z0 = _start(loaded.model, args.seed, inp["index"], inp["token_ids"])
