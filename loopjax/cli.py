@@ -519,8 +519,7 @@ def run_similarity(args, loaded: Loaded, prompts, tokens, out: Path, *, loops: i
     def compute(unit, inp):
         key, ids, z0 = _start(loaded.model, args.seed, inp["index"], inp["token_ids"])
         r = lj.similarity(loaded.model, ids, loops=loops, key=key, init_state=z0)
-        names = r.get("states_names", r.get("names"))
-        return {"states_names": list(names),
+        return {"states_names": list(r["names"]),
                 "matrix": np.asarray(r["matrix"], dtype=np.float64)}
 
     records = _run_units(store, units, compute, desc=f"{loaded.name} similarity", quiet=args.quiet)
