@@ -1,0 +1,360 @@
+"""Orbit classification, finite-perturbation lambda_1 and spectrum summaries for arbitrary maps.
+
+Like `loopjax.lyapunov`, this module knows no model: a map ``f`` (a callable or a
+``jax.tree_util.Partial``) takes an array of any shape to an array of the same shape, and the state is
+iterated as ``z_{t+1} = f(z_t)``, t = 0..steps-1, in ``loopjax.dtypes.compute_dtype()`` (float32, float64
+under jax x64). Norms are Euclidean norms of the flattened state.
+
+  * `orbit_type`: fixed point / period-p orbit / not converged / diverged, from relative return
+    distances over the tail of the trajectory.
+  * `lambda1_perturbation`: the largest exponent from two trajectories a distance d0 apart, the
+    separation renormalised to d0 every step (no Jacobian needed).
+  * `kaplan_yorke_dimension`, `pesin_entropy`: summaries of a (partial) Lyapunov spectrum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import Partial
+
+from loopjax.dtypes import compute_dtype
+
+__all__ = [
+    "OrbitType",
+    "orbit_type",
+    "Lambda1Perturbation",
+    "lambda1_perturbation",
+    "kaplan_yorke_dimension",
+    "PesinEntropy",
+    "pesin_entropy",
+    "ORBIT_RTOL",
+    "ORBIT_ATOL",
+    "ORBIT_MAX_PERIOD",
+    "D0_MIN_EPS",
+]
+
+ORBIT_RTOL = 1e-4      # r_p <= rtol: the orbit returns to within rtol (relative) after p steps
+ORBIT_ATOL = 1e-8      # absolute floor: states with ||z|| < atol/rtol are compared in absolute terms
+ORBIT_MAX_PERIOD = 8   # periods 1..max_period are tested
+D0_MIN_EPS = 10.0      # lambda1_perturbation needs d0 >= D0_MIN_EPS * eps(dtype) * ||z0||
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def _check_positive(name, value, *, allow_zero=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return v
+
+
+def _prepare(f, z0):
+    """(Partial f, z0 in the compute dtype), after checking z0 and the shape f returns."""
+    f = f if isinstance(f, Partial) else Partial(f)
+    dt = compute_dtype()
+    z0 = jnp.asarray(z0)
+    if not (jnp.issubdtype(z0.dtype, jnp.floating) or jnp.issubdtype(z0.dtype, jnp.integer)):
+        raise ValueError(f"z0 must be a real numeric array, got dtype {z0.dtype}")
+    if z0.size == 0:
+        raise ValueError(f"z0 is empty (shape {z0.shape})")
+    z0 = z0.astype(dt)
+    if not np.all(np.isfinite(np.asarray(z0))):
+        raise ValueError("z0 contains NaN or inf")
+    out = jax.eval_shape(lambda g, x: g(x), f, jax.ShapeDtypeStruct(z0.shape, dt))
+    shape = getattr(out, "shape", type(out).__name__)
+    if shape != z0.shape:
+        raise ValueError(f"f must return an array of the state's shape {z0.shape}, got {shape}")
+    return f, z0
+
+
+def _norm(x, axis=None):
+    """Euclidean norm, scaled by max|x| so that large finite states do not overflow."""
+    a = jnp.abs(x)
+    s = jnp.max(a, axis=axis, keepdims=True)
+    safe = jnp.where(s > 0, s, 1)
+    n = jnp.sqrt(jnp.sum((a / safe) ** 2, axis=axis, keepdims=True)) * s
+    return jnp.squeeze(n, axis=axis) if axis is not None else n.reshape(())
+
+
+def _ratio(num, den):
+    """num / den with 0/0 = 0 and x/0 = inf (den >= 0)."""
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), jnp.where(num > 0, jnp.inf, 0))
+
+
+# ---------------------------------------------------------------- orbit_type
+
+@dataclasses.dataclass(frozen=True)
+class OrbitType:
+    """Result of `orbit_type`.
+
+    kind: "fixed_point", "periodic", "not_converged" or "diverged". period: p for fixed_point (1) and
+    periodic, else None. residual: r_p of the chosen p (the smallest r_p when not_converged; NaN when
+    diverged). step_norm_last: ||z_T - z_{T-1}|| / max(||z_{T-1}||, atol/rtol). return_distances:
+    (r_1, ..., r_max_period). diverged_at: first step t whose state z_t is non-finite (else None).
+    """
+
+    kind: str
+    period: int | None
+    residual: float
+    step_norm_last: float
+    return_distances: tuple[float, ...]
+    diverged_at: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "period": self.period,
+            "residual": float(self.residual),
+            "step_norm_last": float(self.step_norm_last),
+            "return_distances": [float(r) for r in self.return_distances],
+            "diverged_at": self.diverged_at,
+        }
+
+
+@functools.partial(jax.jit, static_argnames=("n_pre", "window", "max_period"))
+def _orbit_core(f, z0, floor, *, n_pre, window, max_period):
+    m, dt = max_period, z0.dtype
+    steps = n_pre + window + m - 1
+
+    def advance(carry, t):
+        z, bad = carry
+        z = f(z).astype(dt)
+        bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)
+        return (z, bad), None
+
+    (z, bad), _ = jax.lax.scan(advance, (z0, jnp.int32(-1)), jnp.arange(1, n_pre + 1, dtype=jnp.int32))
+
+    # buf[p-1] = z_{t-p} (p = 1..m), norms[p-1] = ||z_{t-p}||: the last m states before step t.
+    buf = jnp.broadcast_to(z, (m,) + z.shape)
+    norms = jnp.broadcast_to(_norm(z), (m,))
+    r_max = jnp.zeros((m,), dt)
+    first = steps - window + 1  # first step of the window over which r_p is maximised
+
+    def tail(carry, t):
+        buf, norms, bad, r_max, _ = carry
+        z = f(buf[0]).astype(dt)
+        bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)
+        diff = _norm((z[None] - buf).reshape(m, -1), axis=1)
+        r = _ratio(diff, jnp.maximum(norms, floor))
+        r_max = jnp.where(t >= first, jnp.maximum(r_max, r), r_max)
+        buf = jnp.concatenate([z[None], buf[:-1]])
+        norms = jnp.concatenate([_norm(z)[None], norms[:-1]])
+        return (buf, norms, bad, r_max, r[0]), None
+
+    (_, _, bad, r_max, last), _ = jax.lax.scan(
+        tail, (buf, norms, bad, r_max, jnp.zeros((), dt)),
+        jnp.arange(n_pre + 1, steps + 1, dtype=jnp.int32))
+    return r_max, last, bad
+
+
+def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT_MAX_PERIOD,
+               rtol: float = ORBIT_RTOL, atol: float = ORBIT_ATOL) -> OrbitType:
+    """Classify the orbit of z0 under f after `steps` iterations.
+
+    With floor = atol / rtol and a window of the last W = min(max(2*max_period, steps // 4),
+    steps - max_period + 1) steps, the relative return distance for p = 1..max_period is
+
+        r_p = max_{t = T-W+1..T} ||z_t - z_{t-p}|| / max(||z_{t-p}||, floor)      (T = steps)
+
+    so r_p <= rtol means ||z_t - z_{t-p}|| <= max(rtol ||z_{t-p}||, atol) over the whole window
+    (W >= max_period + 1 > p: every point of a p-cycle is checked). The smallest p with r_p <= rtol
+    gives "fixed_point" (p = 1) or "periodic" (period p); a p-cycle also returns after 2p, 3p, ...
+    steps but never after fewer than p, so period 2 is not mistaken for a fixed point. If no p
+    qualifies (chaos, quasi-periodicity, slow convergence, period > max_period) the kind is
+    "not_converged". A non-finite state at any step gives "diverged". Defaults: rtol = 1e-4,
+    atol = 1e-8, max_period = 8 (float32 round-off, ~1e-7 relative, is far below rtol).
+    Needs steps >= 2 * max_period. One jitted scan; memory max_period states.
+    """
+    _check_int("steps", steps, 1)
+    _check_int("max_period", max_period, 1)
+    if steps < 2 * max_period:
+        raise ValueError(f"steps={steps} is too short to test periods up to max_period={max_period}: "
+                         f"need steps >= 2 * max_period = {2 * max_period}")
+    rtol = _check_positive("rtol", rtol)
+    atol = _check_positive("atol", atol, allow_zero=True)
+    f, z0 = _prepare(f, z0)
+    window = min(max(2 * max_period, steps // 4), steps - max_period + 1)
+    n_pre = steps - window - max_period + 1
+    r_max, last, bad = _orbit_core(f, z0, jnp.asarray(atol / rtol, z0.dtype), n_pre=n_pre,
+                                   window=window, max_period=max_period)
+    bad = int(bad)
+    if bad >= 0:
+        return OrbitType(kind="diverged", period=None, residual=math.nan, step_norm_last=math.nan,
+                         return_distances=(math.nan,) * max_period, diverged_at=bad)
+    r = tuple(float(x) for x in np.asarray(r_max, dtype=np.float64))
+    last = float(last)
+    hits = [p for p in range(1, max_period + 1) if r[p - 1] <= rtol]
+    if hits:
+        p = hits[0]
+        return OrbitType(kind="fixed_point" if p == 1 else "periodic", period=p, residual=r[p - 1],
+                         step_norm_last=last, return_distances=r)
+    return OrbitType(kind="not_converged", period=None, residual=min(r), step_norm_last=last,
+                     return_distances=r)
+
+
+# ---------------------------------------------------------------- lambda1_perturbation
+
+@dataclasses.dataclass(frozen=True)
+class Lambda1Perturbation:
+    """Result of `lambda1_perturbation`.
+
+    lambda1: sum_t log_growth[t] / steps (natural log per step). log_growth: (steps,) log(d_t / d0).
+    running: (steps,) cumulative mean of log_growth. d0: the separation used. max_state_norm: max ||z_t||
+    over the run (d0 should stay well above eps * max_state_norm).
+    """
+
+    lambda1: float
+    log_growth: np.ndarray
+    running: np.ndarray
+    d0: float
+    max_state_norm: float
+
+    def to_json(self) -> dict:
+        return {
+            "lambda1": float(self.lambda1),
+            "steps": int(self.log_growth.shape[0]),
+            "d0": float(self.d0),
+            "max_state_norm": float(self.max_state_norm),
+            "log_growth": np.asarray(self.log_growth, dtype=np.float64).tolist(),
+            "running": np.asarray(self.running, dtype=np.float64).tolist(),
+        }
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "warmup"))
+def _lambda1_core(f, z0, u, d0, *, steps, warmup):
+    dt = z0.dtype
+    zero = jnp.zeros((), dt)
+
+    def step(carry, t):
+        z, w, s, c, zmax, bad = carry
+        z, w = f(z).astype(dt), f(w).astype(dt)
+        d = _norm(w - z)
+        lg = jnp.log(d / d0)
+        w = z + (w - z) * (d0 / d)
+        ok = jnp.isfinite(lg) & jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(w))
+        bad = jnp.where((bad < 0) & ~ok, t, bad)
+        # Kahan-compensated sum of the recorded log-growth (accurate in float32 over many steps).
+        y = jnp.where(t < warmup, zero, lg) - c
+        s_new = s + y
+        c = (s_new - s) - y
+        return (z, w, s_new, c, jnp.maximum(zmax, _norm(z)), bad), (lg, s_new)
+
+    carry = (z0, z0 + d0 * u, zero, zero, _norm(z0), jnp.int32(-1))
+    (_, _, s, _, zmax, bad), (lg, sums) = jax.lax.scan(
+        step, carry, jnp.arange(warmup + steps, dtype=jnp.int32))
+    t = jnp.arange(1, steps + 1, dtype=dt)
+    return s / steps, lg[warmup:], sums[warmup:] / t, zmax, bad
+
+
+def lambda1_perturbation(f: Callable | Partial, z0, *, steps: int, d0: float = 1e-6, key=None,
+                         warmup: int = 0) -> Lambda1Perturbation:
+    """Largest Lyapunov exponent by a renormalised finite perturbation (no Jacobian).
+
+    w_0 = z_0 + d0 u with u a random unit direction (normal draw from `key`, default PRNGKey(0)).
+    Every step z <- f(z), w <- f(w), d = ||w - z||, log_growth = log(d / d0), then the separation is
+    reset to length d0 along its current direction: w <- z + (w - z) d0 / d. After `warmup` unrecorded
+    steps (which align the separation with the leading direction), lambda1 = mean of log_growth over
+    `steps`. For d0 -> 0 this is the largest exponent; d0 must be small against the attractor but
+    well above round-off: w - z is resolved only to ~eps ||z||, so d0 < 10 eps ||z0|| (eps of the
+    compute dtype: 1.2e-7 float32, 2.2e-16 float64) raises ValueError, and a RuntimeWarning is given
+    if the state norm grows past d0 / (10 eps) during the run. Raises FloatingPointError if the state
+    or the separation become non-finite or the separation collapses to 0. One jitted scan.
+    """
+    _check_int("steps", steps, 1)
+    _check_int("warmup", warmup, 0)
+    d0 = _check_positive("d0", d0)
+    f, z0 = _prepare(f, z0)
+    dt = z0.dtype
+    eps = float(jnp.finfo(dt).eps)
+    z0_norm = float(np.linalg.norm(np.asarray(z0, dtype=np.float64)))
+    if d0 < D0_MIN_EPS * eps * z0_norm:
+        raise ValueError(
+            f"d0={d0:g} is below {D0_MIN_EPS:g} * eps * ||z0|| = {D0_MIN_EPS * eps * z0_norm:.3g} "
+            f"({jnp.dtype(dt).name}, eps={eps:.3g}, ||z0||={z0_norm:.3g}): the perturbation would be "
+            f"lost to round-off; use a larger d0 or float64 (jax x64)")
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    u = jax.random.normal(key, z0.shape, dt)
+    u = u / _norm(u)
+    lam, lg, running, zmax, bad = _lambda1_core(f, z0, u, jnp.asarray(d0, dt), steps=steps,
+                                                warmup=warmup)
+    bad = int(bad)
+    if bad >= 0:
+        when = f"warmup step {bad}" if bad < warmup else f"step {bad - warmup}"
+        raise FloatingPointError(
+            f"non-finite log-growth or state at {when}: the map diverged, or the separation collapsed "
+            f"to 0 (d0 too small for the dtype, or the map is locally constant)")
+    zmax = float(zmax)
+    if d0 < D0_MIN_EPS * eps * zmax:
+        warnings.warn(f"the state norm reached {zmax:.3g}, so d0={d0:g} fell below {D0_MIN_EPS:g} * eps "
+                      f"* ||z|| = {D0_MIN_EPS * eps * zmax:.3g}: lambda1 may be dominated by round-off",
+                      RuntimeWarning, stacklevel=2)
+    return Lambda1Perturbation(lambda1=float(lam), log_growth=np.asarray(lg), running=np.asarray(running),
+                               d0=d0, max_state_norm=zmax)
+
+
+# ---------------------------------------------------------------- spectrum summaries
+
+def _exponents(exponents) -> np.ndarray:
+    x = np.asarray(exponents, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"exponents must be 1-D, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("exponents is empty")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("exponents contain NaN or inf")
+    return x
+
+
+def kaplan_yorke_dimension(exponents) -> float:
+    """Kaplan-Yorke (Lyapunov) dimension of a spectrum, any order (it is sorted descending first).
+
+    With S_j = lambda_1 + ... + lambda_j and j the largest index with S_j >= 0,
+    D = j + S_j / |lambda_{j+1}|. D = 0.0 if lambda_1 < 0. If the sum of all given exponents is >= 0
+    the dimension is not determined by them (it is >= k, and needs more exponents): NaN.
+    """
+    x = -np.sort(-_exponents(exponents))
+    if x[0] < 0:
+        return 0.0
+    S = np.cumsum(x)
+    if S[-1] >= 0:
+        return math.nan
+    j = int(np.nonzero(S >= 0)[0][-1]) + 1  # 1-based; j < k since S_k < 0
+    return float(j + S[j - 1] / abs(x[j]))
+
+
+@dataclasses.dataclass(frozen=True)
+class PesinEntropy:
+    """Sum of the positive exponents (Pesin: the KS entropy of an SRB measure, nats per step).
+
+    lower_bound: True when even the smallest given exponent is > 0, so exponents beyond the k measured
+    ones may be positive too and `value` only bounds the full sum from below.
+    """
+
+    value: float
+    lower_bound: bool
+
+    def to_json(self) -> dict:
+        return {"value": float(self.value), "lower_bound": bool(self.lower_bound)}
+
+
+def pesin_entropy(exponents) -> PesinEntropy:
+    """PesinEntropy(value = sum of lambda_i > 0, lower_bound = min lambda_i > 0)."""
+    x = _exponents(exponents)
+    return PesinEntropy(value=float(x[x > 0].sum()), lower_bound=bool(x.min() > 0))
