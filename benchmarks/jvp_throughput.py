@@ -137,51 +137,18 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 # ------------------------------------------------------------------------------------------------
 
 
-def _fixture_config(case):
-    with open(os.path.join(FIXTURES, case, "config.json")) as fh:
-        return json.load(fh)
-
-
-def ouro_config(hidden, layers, heads, kv_heads, head_dim, inter, vocab, rope_theta=1e6, dtype="float32"):
-    cfg = _fixture_config("ouro-tiny")
-    cfg.update(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-               num_key_value_heads=kv_heads, head_dim=head_dim, intermediate_size=inter, vocab_size=vocab,
-               rope_theta=rope_theta, layer_types=["full_attention"] * layers, max_window_layers=layers,
-               max_position_embeddings=max(4096, cfg.get("max_position_embeddings", 0)), torch_dtype=dtype,
-               tie_word_embeddings=False)
-    return cfg
-
-
-def huginn_config(n_embd, heads, prelude, core, coda, inter, vocab, block_size=4096, rope_base=50000.0,
-                  dtype="float32"):
-    cfg = _fixture_config("huginn-tiny")
-    cfg.update(n_embd=n_embd, n_heads=heads, head_dim=n_embd // heads, num_key_value_heads=heads,
-               n_layers_in_prelude=prelude, n_layers_in_recurrent_block=core, n_layers_in_coda=coda,
-               n_layers=prelude + core + coda, intermediate_size=inter, vocab_size=vocab, padded_vocab_size=vocab,
-               block_size=block_size, rope_base=rope_base, torch_dtype=dtype)
-    # what RavenConfig derives from n_embd (the reference reads embed_scale and std from here)
-    std = math.sqrt(2 / (5 * n_embd))
-    depth = prelude + coda + core * cfg.get("mean_recurrence", 32)
-    cfg.update(effective_expected_depth=depth,
-               init_values={"std": std, "embedding": std, "embed_scale": math.sqrt(n_embd),
-                            "out_proj": std / math.sqrt(2 * depth)})
-    return cfg
-
-
 def shape_spec(name):
-    """(config dict, sequence length L, stored dtype)."""
-    if name == "small-ouro":
-        return ouro_config(64, 4, 4, 4, 16, 160, 320), 7
+    """(HF config dict, sequence length L): the shapes come from loopjax.models.presets."""
+    from loopjax.models.presets import huginn_config, ouro_config, preset
+
+    if name == "small-ouro":  # the fixtures' tiny shapes
+        return ouro_config(hidden=64, layers=4, heads=4, kv_heads=4, head_dim=16, inter=160, vocab=320), 7
     if name == "small-huginn":
-        return huginn_config(64, 4, 2, 4, 2, 160, 320, block_size=64), 7
-    if name == "medium-ouro":
-        return ouro_config(512, 8, 8, 8, 64, 1408, 4096), 16
-    if name == "medium-huginn":
-        return huginn_config(512, 8, 2, 4, 2, 1408, 4096), 16
-    if name == "ouro-1.4b":  # ByteDance/Ouro-1.4B
-        return ouro_config(2048, 24, 16, 16, 128, 5632, 49152, dtype="bfloat16"), 8
-    if name == "huginn-0125":  # tomg-group-umd/huginn-0125
-        return huginn_config(5280, 55, 2, 4, 2, 17920, 65536, dtype="bfloat16"), 8
+        return huginn_config(n_embd=64, heads=4, prelude=2, core=4, coda=2, inter=160, vocab=320, block_size=64), 7
+    if name in ("medium-ouro", "medium-huginn"):
+        return preset(name.split("-")[1] + "-medium"), 16
+    if name in ("ouro-1.4b", "huginn-0125"):  # ByteDance/Ouro-1.4B, tomg-group-umd/huginn-0125 (bf16)
+        return preset(name), 8
     raise KeyError(name)
 
 

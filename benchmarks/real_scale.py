@@ -15,20 +15,9 @@ import jax.numpy as jnp
 
 import loopjax
 from loopjax.models import config_from_hf
+from loopjax.models.presets import preset
 
-REAL_CONFIGS = {
-    # ByteDance/Ouro-1.4B config.json (shape fields)
-    "ouro-1.4b": {"model_type": "ouro", "vocab_size": 49152, "hidden_size": 2048, "intermediate_size": 5632,
-                  "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 128,
-                  "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-                  "total_ut_steps": 4, "max_position_embeddings": 65536},
-    # tomg-group-umd/huginn-0125 config.json (shape fields)
-    "huginn-0125": {"model_type": "huginn_raven", "vocab_size": 65536, "padded_vocab_size": 65536, "n_embd": 5280,
-                    "n_heads": 55, "intermediate_size": 17920, "n_layers_in_prelude": 2,
-                    "n_layers_in_recurrent_block": 4, "n_layers_in_coda": 2, "rope_base": 50000.0,
-                    "norm_eps": 1e-6, "qk_bias": True, "tie_embeddings": True, "mean_recurrence": 32,
-                    "block_size": 4096},
-}
+REAL_CONFIGS = {name: preset(name) for name in ("ouro-1.4b", "huginn-0125")}  # the real config.json shapes
 
 
 def peak_rss_gib() -> float:

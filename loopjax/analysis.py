@@ -1,8 +1,8 @@
 """Model front-ends of the Lyapunov engine and the loop diagnostics the paper reports.
 
 All take a LoopModel and token ids; one prompt is (L,), several are (B, L) (results stacked on a leading
-prompt axis). A `key` seeds the probes and, for Huginn, the random initial state (default: key 0); the
-two are split from it, so the same key always gives the same numbers.
+prompt axis). A `key` seeds the probes and, for Huginn, the random initial state; see `prompt_key` and
+`split_key` for the one key scheme every front-end and the CLI follow.
 """
 from functools import partial
 
@@ -13,9 +13,26 @@ from loopjax.lyapunov import benettin, benettin_sublayers
 from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 
 
-def _state_key(key):
-    """The key Huginn's initial state is drawn from: the first half of the split every front-end uses."""
-    return jax.random.split(default_key(key))[0]
+def prompt_key(seed: int, index: int):
+    """The key of prompt `index` in a run seeded `seed`: `jax.random.fold_in(jax.random.key(seed), index)`.
+
+    The key scheme, in full (every front-end and every `loopjax` command follows it):
+      * prompt i of a run with seed S has the key  K_i = fold_in(key(S), i)  (this function);
+        a (B, L) batch passed with key K uses fold_in(K, b) for row b, so key=key(S) on the batch gives
+        row b exactly the numbers of prompt_key(S, b) on that row alone;
+      * `split_key(K_i)` = (state key, probe key): Huginn's random z_0 is drawn from the state key
+        (Ouro starts from its embeddings and ignores it), the Benettin probes from the probe key;
+      * spectrum / attribution / lambda1 / similarity / convergence called with the same K_i therefore
+        start from the same z_0, and `loopjax spectrum --seed S` prompt i is exactly
+        `loopjax.spectrum(model, ids_i, k=..., steps=..., key=prompt_key(S, i))`.
+    """
+    return jax.random.fold_in(jax.random.key(int(seed)), int(index))
+
+
+def split_key(key):
+    """(state key, probe key) of a prompt key (see `prompt_key`); key None is key(0), an int n is key(n)."""
+    state_key, probe_key = jax.random.split(default_key(key))
+    return state_key, probe_key
 
 
 def _per_prompt(run, model: LoopModel, tokens, key, init_state, probes):
@@ -23,9 +40,9 @@ def _per_prompt(run, model: LoopModel, tokens, key, init_state, probes):
     tokens = check_ids(model, tokens)
     key = default_key(key)
     if tokens.ndim == 1:
-        return run(tokens, *jax.random.split(key), init_state, probes)
+        return run(tokens, *split_key(key), init_state, probes)
     pick = lambda x, b: None if x is None else (x[b] if jnp.ndim(x) == 3 else x)  # noqa: E731
-    results = [run(tokens[b], *jax.random.split(jax.random.fold_in(key, b)), pick(init_state, b), pick(probes, b))
+    results = [run(tokens[b], *split_key(jax.random.fold_in(key, b)), pick(init_state, b), pick(probes, b))
                for b in range(tokens.shape[0])]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
 
@@ -79,7 +96,7 @@ def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None):
     Returns {"names": ["loop0/layers.0", ...], "matrix": (n, n), "states_norm": (n,)} with
     n = loops * n_sublayers, states flattened over the whole prompt."""
     check_steps(loops, model)
-    names, maps, z0 = sublayer_maps(model, tokens, key=_state_key(key), init_state=init_state)
+    names, maps, z0 = sublayer_maps(model, tokens, key=split_key(key)[0], init_state=init_state)
     states = _sublayer_states(maps, z0, loops).reshape(loops * len(names), -1)
     norms = jnp.linalg.norm(states, axis=-1)
     unit = states / norms[:, None]
@@ -100,9 +117,9 @@ def _trajectory_norms(f, z0, steps: int):
 def convergence(model: LoopModel, tokens, steps=64, key=None, init_state=None):
     """‖z_{t+1} - z_t‖ (steps,), ‖z_t‖ (steps+1,) and their ratio along the loop of one prompt."""
     steps = check_steps(steps, model)
-    f, z0 = loop_map(model, tokens, key=_state_key(key), init_state=init_state)
+    f, z0 = loop_map(model, tokens, key=split_key(key)[0], init_state=init_state)
     step_norm, state_norm = _trajectory_norms(f, z0, steps)
     return {"step_norm": step_norm, "state_norm": state_norm, "relative_step": step_norm / state_norm[:-1]}
 
 
-__all__ = ["spectrum", "attribution", "lambda1", "similarity", "convergence"]
+__all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence"]

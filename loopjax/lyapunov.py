@@ -52,6 +52,8 @@ __all__ = [
     "LyapunovResult",
     "benettin",
     "benettin_sublayers",
+    "benettin_continue",
+    "concatenate",
     "running_average",
     "orthogonality_error",
     "spread",
@@ -64,7 +66,8 @@ class LyapunovResult:
 
     exponents: (k,) or (n_maps, k), column order. log_growth, running: (steps, k) or (steps, n_maps, k).
     final_state: z's shape. final_probes: (d, k). state_norms: (steps+1,) ||z_t|| over the recorded
-    steps. names: sublayer names (sublayer runs only; None for `benettin`).
+    steps. names: sublayer names (sublayer runs only; None for `benettin`). log_sum, compensation and
+    total_steps carry the accumulation, so `benettin_continue` extends a run exactly.
     """
 
     exponents: jax.Array
@@ -73,7 +76,10 @@ class LyapunovResult:
     final_state: jax.Array
     final_probes: jax.Array
     state_norms: jax.Array
+    log_sum: jax.Array | None = None          # the Kahan-compensated sum of log_growth over all recorded steps
+    compensation: jax.Array | None = None     # its Kahan compensation term (to continue the sum exactly)
     names: tuple[str, ...] | None = flax.struct.field(pytree_node=False, default=None)
+    total_steps: int | None = flax.struct.field(pytree_node=False, default=None)  # incl. earlier segments
 
     def total(self):
         """Exponents of the full step: summed over sublayers for sublayer runs."""
@@ -100,7 +106,29 @@ class LyapunovResult:
             "running": tolist(self.running),
             "state_norms": tolist(self.state_norms),
             "orthogonality_error": tolist(self.orthogonality_error()),
+            "total_steps": self.total_steps,
         }
+
+    ARRAYS = ("exponents", "log_growth", "running", "final_state", "final_probes", "state_norms", "log_sum",
+              "compensation")
+
+    def to_arrays(self) -> dict:
+        """Every array field (for an orbax checkpoint of a run in progress); `from_arrays` inverts it."""
+        return {name: getattr(self, name) for name in self.ARRAYS if getattr(self, name) is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, *, total_steps: int, names=None) -> "LyapunovResult":
+        return cls(**{name: jnp.asarray(arrays[name]) if name in arrays else None for name in cls.ARRAYS},
+                   names=tuple(names) if names is not None else None, total_steps=int(total_steps))
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LyapunovResult":
+        """The numbers of a `to_json()` dict as a result (final state and probes are not in it: None)."""
+        arr = lambda key: np.asarray(d[key], dtype=np.float64)  # noqa: E731
+        return cls(exponents=arr("exponents"), log_growth=arr("log_growth"), running=arr("running"),
+                   final_state=None, final_probes=None, state_norms=arr("state_norms"),
+                   names=tuple(d["names"]) if d.get("names") is not None else None,
+                   total_steps=d.get("total_steps") or d["steps"])
 
 
 def running_average(log_growth):
@@ -123,7 +151,7 @@ def spread(exponents_stack, axis=0):
 
 @functools.partial(jax.jit, static_argnames=("steps", "warmup", "renorm_every", "probe_chunk", "mesh",
                                              "squeeze"))
-def _core(maps, z0, Q0, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze):
+def _core(maps, z0, Q0, s0, c0, t0, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze):
     dt, shape, n = z0.dtype, z0.shape, warmup + steps
     k = Q0.shape[1]
 
@@ -167,14 +195,13 @@ def _core(maps, z0, Q0, *, steps, warmup, renorm_every, probe_chunk, mesh, squee
         c = (s_new - s) - y
         return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), jnp.linalg.norm(z.reshape(-1)))
 
-    zeros = jnp.zeros((len(maps), k), dt)
     with jax.default_matmul_precision("highest"):
-        (z, Q, s, _), (lg_all, sums, state_ok, norms) = jax.lax.scan(
-            step, (z0, Q0, zeros, zeros), jnp.arange(n))
-    t = jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
-    lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / steps
+        (z, Q, s, c), (lg_all, sums, state_ok, norms) = jax.lax.scan(
+            step, (z0, Q0, s0, c0), jnp.arange(n))
+    t = t0 + jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
+    lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / t[-1]
     if squeeze:  # a single map: drop the sublayer axis
-        lg, running, exponents = lg[:, 0], running[:, 0], exponents[0]
+        lg, running, exponents, s, c = lg[:, 0], running[:, 0], exponents[0], s[0], c[0]
     return dict(
         exponents=exponents,
         log_growth=lg,
@@ -184,6 +211,8 @@ def _core(maps, z0, Q0, *, steps, warmup, renorm_every, probe_chunk, mesh, squee
         state_norms=jnp.concatenate([norms[warmup:], jnp.linalg.norm(z.reshape(-1))[None]]),
         state_ok=state_ok,
         lg_all=lg_all,
+        log_sum=s,
+        compensation=c,
     )
 
 
@@ -218,7 +247,8 @@ def _check_int(name, value, lo):
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
-def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze):
+def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze,
+         previous=None):
     if len(maps) == 0:
         raise ValueError("maps is empty: need at least one map")
     maps = tuple(g if isinstance(g, Partial) else Partial(g) for g in maps)
@@ -262,16 +292,24 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
     else:
         Q0 = _random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
 
+    shape = (len(maps), k)
+    if previous is None:
+        s0 = c0 = jnp.zeros(shape, dt)
+        t0 = 0
+    else:
+        s0, c0 = (jnp.asarray(x, dt).reshape(shape) for x in (previous.log_sum, previous.compensation))
+        t0 = previous.total_steps
     if mesh is not None and not _is_traced(z0, Q0):
         z0, Q0 = jax.device_put((z0, Q0), NamedSharding(mesh, P()))
-    out = _core(maps, z0, Q0, steps=steps, warmup=warmup, renorm_every=renorm_every,
-                probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze)
+    out = _core(maps, z0, Q0, s0, c0, jnp.asarray(t0, dt), steps=steps, warmup=warmup,
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze)
     if not _is_traced(out):
         _raise_if_nonfinite(np.asarray(out["lg_all"]), np.asarray(out["state_ok"]), warmup, names)
     return LyapunovResult(
         exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"],
         final_state=out["final_state"], final_probes=out["final_probes"],
-        state_norms=out["state_norms"], names=names)
+        state_norms=out["state_norms"], log_sum=out["log_sum"], compensation=out["compensation"],
+        names=names, total_steps=t0 + steps)
 
 
 def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
@@ -320,3 +358,38 @@ def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps:
     return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
                 squeeze=False)
+
+
+def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_every: int = 1,
+                      probe_chunk: int | None = None, mesh=None) -> LyapunovResult:
+    """Extend a run of `benettin` (maps = f) or `benettin_sublayers` (maps = the same list) by `steps` steps
+    from its final state and probes, continuing its compensated sum: `exponents` and `running` are over all
+    recorded steps so far, `log_growth` covers the new steps only. `concatenate` joins the segments; the
+    joined result equals one uninterrupted run of the total length (bit for bit on one machine).
+    """
+    if previous.log_sum is None or previous.total_steps is None:
+        raise ValueError("previous has no accumulation state (log_sum/total_steps); pass a result of "
+                         "benettin, benettin_sublayers or benettin_continue")
+    sublayers = previous.names is not None
+    maps = tuple(maps) if sublayers else (maps,)
+    k = previous.exponents.shape[-1]
+    return _run(maps, previous.final_state, k=k, steps=steps, key=None, probes=previous.final_probes, warmup=0,
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=previous.names,
+                squeeze=not sublayers, previous=previous)
+
+
+def concatenate(segments: Sequence[LyapunovResult]) -> LyapunovResult:
+    """One result from consecutive segments (a run, then its `benettin_continue` extensions)."""
+    segments = list(segments)
+    if not segments:
+        raise ValueError("no segments to concatenate")
+    for a, b in zip(segments, segments[1:]):
+        if b.total_steps != a.total_steps + b.log_growth.shape[0]:
+            raise ValueError(f"segments are not consecutive: a run of {a.total_steps} steps followed by one "
+                             f"that continues from step {b.total_steps - b.log_growth.shape[0]}")
+    last = segments[-1]
+    cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
+    return last.replace(
+        log_growth=cat([s.log_growth for s in segments]),
+        running=cat([s.running for s in segments]),
+        state_norms=cat([segments[0].state_norms[:1]] + [s.state_norms[1:] for s in segments]))

@@ -1,10 +1,7 @@
 """LoopModel (weights + static architecture) and the forward API: logits, trajectory, loop maps.
 
-Every model file in loopjax.models exposes the same protocol:
-  context(params, cfg, ids) -> ctx          what the loop map needs besides the state (RoPE angles, injection)
-  default_state(params, cfg, ids, ctx, key)  z_0
-  apply_sublayer(params, cfg, ctx, i, z)     the i-th named sublayer of the loop map
-  sublayer_names(cfg), readout(params, cfg, ctx, z) -> logits, init_params(cfg, key)
+Generic over architectures: everything model-specific goes through `model.arch`, the
+`loopjax.models.base.Architecture` registered for the config's type.
 """
 import dataclasses
 from functools import partial
@@ -17,7 +14,7 @@ from flax import struct
 from jax.tree_util import Partial
 
 from loopjax.dtypes import compute_dtype, parse_dtype
-from loopjax.models import architecture, ouro
+from loopjax.models import architecture
 
 
 @struct.dataclass
@@ -32,7 +29,7 @@ class LoopModel:
 
     @property
     def sublayer_names(self) -> tuple[str, ...]:
-        return self.arch.sublayer_names(self.config)
+        return tuple(name for name, _ in self.arch.sublayers(self.config))
 
     @property
     def model_type(self) -> str:
@@ -71,19 +68,22 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_ids(model: LoopModel, input_ids, ndim=(1, 2)):
+def check_ids(model: LoopModel, input_ids, ndim=(1, 2), what: str = "input_ids"):
+    """Token ids as int32 after checking rank, dtype, emptiness and (when concrete) the vocabulary range.
+    Under jax.jit the range cannot be checked: an out-of-vocabulary id then gives NaN logits/states
+    (jnp.take fills out-of-range rows with NaN); use `validate_ids` inside jitted code to check it."""
     ids = jnp.asarray(input_ids)
     if ids.ndim not in ndim:
-        raise ValueError(f"input_ids must have {' or '.join(map(str, ndim))} dims, got shape {ids.shape}")
+        raise ValueError(f"{what} must have {' or '.join(map(str, ndim))} dims, got shape {ids.shape}")
+    if ids.size == 0:
+        raise ValueError(f"{what} is empty: a prompt needs at least one token")
     if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"input_ids must be integers, got {ids.dtype}")
-    if ids.shape[-1] < 1:
-        raise ValueError("input_ids is empty: a prompt needs at least one token")
+        raise ValueError(f"{what} must be integers, got {ids.dtype}")
     if _concrete(ids):
         host = np.asarray(ids)
         bad = host[(host < 0) | (host >= model.config.embedding_rows)]
         if bad.size:
-            raise ValueError(f"token id(s) {sorted(set(bad.tolist()))[:8]} out of vocabulary "
+            raise ValueError(f"{what}: token id(s) {sorted(set(bad.tolist()))[:8]} out of vocabulary "
                              f"[0, {model.config.embedding_rows})")
     return ids.astype(jnp.int32)
 
@@ -105,7 +105,15 @@ def check_state(z, shape, what="init_state"):
 
 
 def default_key(key):
-    return jax.random.key(0) if key is None else key
+    """A PRNG key: None -> key(0), an int seed n -> key(n), a key (new-style or raw uint32[2]) as is."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if not (hasattr(key, "dtype") and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                       or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,)))):
+        raise TypeError(f"key must be a jax.random.key(...) (or an int seed), got {type(key).__name__}")
+    return key
 
 
 # ---- loop maps as pytrees: the bound weights and context are leaves, so they are jit arguments ----
@@ -116,10 +124,9 @@ class Sublayer:
     index: int | None = None
 
     def __call__(self, model: LoopModel, ctx, z):
-        arch, cfg = model.arch, model.config
-        indices = range(len(arch.sublayer_names(cfg))) if self.index is None else [self.index]
-        for i in indices:
-            z = arch.apply_sublayer(model.params, cfg, ctx, i, z)
+        layers = model.arch.sublayers(model.config)
+        for _, fn in (layers if self.index is None else layers[self.index:self.index + 1]):
+            z = fn(model.params, model.config, ctx, z)
         return z
 
 
@@ -130,7 +137,7 @@ def _context(model: LoopModel, ids):
 
 @jax.jit
 def _default_state(model: LoopModel, ids, ctx, key):
-    return model.arch.default_state(model.params, model.config, ids, ctx, key)
+    return model.arch.initial_state(model.params, model.config, ids, ctx, key)
 
 
 def _prepare(model, input_ids, init_state, key, ndim=(1, 2)):
@@ -202,12 +209,10 @@ def logits(model: LoopModel, input_ids, steps=None, init_state=None, key=None):
 def early_exit(model: LoopModel, input_ids, steps=None, threshold=None, init_state=None):
     """Ouro only: gate logits (S, B, L), exit pdf (B, L, S), logits at every step (S, B, L, V) and, with a
     threshold, each token's exit step and the logits it exits with."""
-    if model.arch is not ouro:
-        raise ValueError(f"early_exit is defined for Ouro models, not {model.model_type}")
     steps = check_steps(steps, model)
     _, ctx, z0 = _prepare(model, input_ids, init_state, None)
     states = _trajectory(model, ctx, z0, steps)[1:]
-    out = ouro.early_exit(model.params, model.config, states, threshold)
+    out = model.arch.early_exit(model.params, model.config, states, threshold)
     out["logits_per_step"] = jax.vmap(lambda z: _readout(model, ctx, z))(states)
     if threshold is not None:
         pick = jnp.moveaxis(jax.nn.one_hot(out["exit_steps"], steps, dtype=bool), -1, 0)[..., None]

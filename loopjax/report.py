@@ -10,7 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from loopjax.runstore import atomic_write_text, utc_now
+from loopjax.runstore import atomic_write_json, atomic_write_text, utc_now
+from loopjax.summary import summary_from_json
 
 
 def _fmt(v: Any, prec: int = 4) -> str:
@@ -18,8 +19,6 @@ def _fmt(v: Any, prec: int = 4) -> str:
         return "n/a"
     if isinstance(v, float):
         return f"{v:+.{prec}f}" if abs(v) < 1e4 else f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x, prec) for x in v) + "]"
     return str(v)
 
 
@@ -27,94 +26,43 @@ def _std(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
+def _blurb(name: str, r: dict) -> str:
+    st = r["settings"]
+    if name == "spectrum":
+        return (f"Top-{st['k']} exponents of the loop map over T={st['steps']} steps (Benettin/QR every step), "
+                f"per prompt; the state is the prompt's whole (L, H) residual stream.")
+    if name == "attribution":
+        return (f"QR after every sublayer (k={st['k']}, T={st['steps']}): the sublayer exponents sum to the "
+                f"loop's. Bars: each sublayer's contribution to λ1 (direction 1); line: cumulative λ1 through "
+                f"the loop" + ("; heatmap: sublayer × direction." if st["k"] > 1 else "."))
+    if name == "similarity":
+        return (f"Cosine similarity between the (flattened) states after every sublayer, {st['loops']} loops, "
+                f"mean over prompts.")
+    if name == "trajectory":
+        return f"‖z_(t+1) − z_t‖ and ‖z_t‖ over {st['steps']} loop steps, per prompt (thin) and mean (thick)."
+    return f"λ1 (one probe, T={st['steps']}) per prompt for each checkpoint."
+
+
+TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribution",
+          "similarity": "Residual-stream similarity across loops", "trajectory": "Convergence of the loop",
+          "sweep": "λ1 across checkpoints"}
+
+
 def _sections(results: dict) -> list[dict]:
-    """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]"""
+    """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]; every row comes from the
+    analysis' summary (`loopjax.summary`), read back from its results.json."""
     out = []
-    r = results.get("spectrum")
-    if r:
-        s, st = r["summary"], r["settings"]
-        out.append({
-            "title": "Lyapunov spectrum",
-            "blurb": (f"Top-{st['k']} exponents of the loop map over T={st['steps']} steps (Benettin/QR "
-                      f"every step), per prompt; the state is the prompt's whole (L, H) residual stream."),
-            "rows": [
-                ("prompts", s["n_prompts"]),
-                ("λ1 (mean ± std over prompts)", f"{s['lambda1_mean']:+.4f} ± {s['lambda1_std']:.4f}"),
-                ("λ1 min / max over prompts", f"{s['lambda1_min']:+.4f} / {s['lambda1_max']:+.4f}"),
-                ("fraction of positive exponents (all prompts × k)", f"{100 * s['fraction_positive']:.1f}%"),
-                ("fraction positive, mean spectrum", f"{100 * s['fraction_positive_mean_spectrum']:.1f}%"),
-                ("spectrum range (max, min), all prompts", f"({s['range_max']:+.4f}, {s['range_min']:+.4f})"),
-                ("mean-spectrum range (max, min)",
-                 f"({s['mean_spectrum_max']:+.4f}, {s['mean_spectrum_min']:+.4f})"),
-                ("top-5 (mean)", _fmt(s.get("top5_mean"))),
-                ("sum of the k exponents (mean)", _fmt(s["sum_of_exponents_mean"])),
-            ],
-            "figures": [f"spectrum/{f}" for f in r["figures"]],
-            "json": "spectrum/results.json",
-        })
-    r = results.get("attribution")
-    if r:
-        s, st = r["summary"], r["settings"]
-        rows = [("λ1 total = sum of sublayer contributions (mean ± std)",
-                 f"{s['lambda1_total_mean']:+.4f} ± {s['lambda1_total_std']:.4f}"),
-                ("largest expansion", s["largest_expanding_sublayer"]),
-                ("largest contraction", s["largest_contracting_sublayer"])]
-        rows += [(f"  {n}", f"{m:+.4f} ± {sd:.4f}  (cumulative {c:+.4f})") for n, m, sd, c in
-                 zip(s["names"], s["lambda1_contribution_mean"], s["lambda1_contribution_std"],
-                     s["lambda1_cumulative_mean"])]
-        out.append({
-            "title": "Per-sublayer attribution",
-            "blurb": (f"QR after every sublayer (k={st['k']}, T={st['steps']}): the sublayer exponents sum "
-                      f"to the loop's. Bars: each sublayer's contribution to λ1 (direction 1); line: "
-                      f"cumulative λ1 through the loop" + ("; heatmap: sublayer × direction."
-                                                           if st["k"] > 1 else ".")),
-            "rows": rows,
-            "figures": [f"attribution/{f}" for f in r["figures"]],
-            "json": "attribution/results.json",
-        })
-    r = results.get("similarity")
-    if r:
-        s = r["summary"]
-        out.append({
-            "title": "Residual-stream similarity across loops",
-            "blurb": (f"Cosine similarity between the (flattened) states after every sublayer, "
-                      f"{s['loops']} loops × {s['states_per_loop']} states per loop, mean over prompts."),
-            "rows": [("loop output t vs t+1", _fmt(s["loop_output_consecutive"])),
-                     ("same sublayer, consecutive loops (mean)", _fmt(s["same_sublayer_consecutive_loops"])),
-                     ("adjacent sublayers within a loop (mean)", _fmt(s["adjacent_sublayers_within_loop"])),
-                     ("minimum similarity", _fmt(s["min_similarity"]))],
-            "figures": [f"similarity/{f}" for f in r["figures"]],
-            "json": "similarity/results.json",
-        })
-    r = results.get("trajectory")
-    if r:
-        s = r["summary"]
-        out.append({
-            "title": "Trajectory and convergence",
-            "blurb": f"‖z_(t+1) − z_t‖ (log scale) and ‖z_t‖ over {s['steps']} loop steps.",
-            "rows": [("‖z_1 − z_0‖ (mean)", f"{s['step_norm_first_mean']:.4g}"),
-                     (f"‖z_{s['steps']} − z_{s['steps'] - 1}‖ (mean)", f"{s['step_norm_last_mean']:.4g}"),
-                     ("relative step, first → last", f"{s['relative_step_first_mean']:.4g} → "
-                                                     f"{s['relative_step_last_mean']:.4g}"),
-                     ("slope of log‖Δz‖ per step, second half", _fmt(s["log_step_norm_slope_second_half"])),
-                     ("‖z_T‖ (mean)", f"{s['state_norm_last_mean']:.4g}")],
-            "figures": [f"trajectory/{f}" for f in r["figures"]],
-            "json": "trajectory/results.json",
-        })
-    r = results.get("sweep")
-    if r:
-        s = r["summary"]
-        rows = [("std of mean λ1 across checkpoints", f"{s['std_across_checkpoints']:.4f}"),
-                ("mean per-prompt std (within a checkpoint)", f"{s['mean_per_prompt_std']:.4f}")]
-        rows += [(f"  {c['label']}", f"{m:+.4f} ± {sd:.4f}") for c, m, sd in
-                 zip(r["checkpoints"], s["lambda1_mean_per_checkpoint"], s["lambda1_std_per_checkpoint"])]
-        out.append({
-            "title": "λ1 across checkpoints",
-            "blurb": f"λ1 (one probe, T={r['settings']['steps']}) per prompt for each checkpoint.",
-            "rows": rows,
-            "figures": [f"sweep/{f}" for f in r["figures"]],
-            "json": "sweep/results.json",
-        })
+    for name, title in TITLES.items():
+        r = results.get(name)
+        if not r:
+            continue
+        summary = summary_from_json(r["summary"])
+        rows = summary.rows()
+        if name == "sweep":  # name the checkpoints in the per-checkpoint rows
+            labels = [c["label"] for c in r["checkpoints"]]
+            rows = rows[:2] + [(f"  {lab}", v) for lab, (_, v) in zip(labels, rows[2:])]
+        out.append({"title": title, "blurb": _blurb(name, r), "rows": rows,
+                    "figures": [f"{name}/{f}" for f in r["figures"]], "json": f"{name}/results.json"})
     return out
 
 
@@ -191,8 +139,6 @@ def write_index(out: str | Path, info: dict, results: dict, *, seconds: float | 
     rows = _model_rows(info, seconds, software)
     secs = _sections(results)
     md, ht = out / "index.md", out / "index.html"
-    from loopjax.runstore import atomic_write_json
-
     atomic_write_json(out / "report.json", {
         "model": info, "seconds": seconds, "note": settings_note, "software": software,
         "generated": utc_now(),
@@ -213,10 +159,10 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tup
     rows = []
     for name, out, results in done:
         rel = Path(out).relative_to(root) if Path(out).is_relative_to(root) else Path(out)
-        s = results.get("spectrum", {}).get("summary", {})
-        a = results.get("attribution", {}).get("summary", {})
-        rows.append((name, rel, s.get("lambda1_mean"), s.get("lambda1_std"), s.get("fraction_positive"),
-                     a.get("largest_expanding_sublayer")))
+        s = summary_from_json(results["spectrum"]["summary"]) if "spectrum" in results else None
+        a = summary_from_json(results["attribution"]["summary"]) if "attribution" in results else None
+        rows.append((name, rel, s and s.lambda1_mean, s and s.lambda1_std, s and s.fraction_positive,
+                     a and a.largest_expanding_sublayer))
     md = ["# loopjax reports", "", f"Generated {utc_now()}.", "",
           "| model | λ1 (mean ± std) | positive exponents | largest expansion | report |", "|---|---|---|---|---|"]
     for name, rel, l1, sd, fp, big in rows:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from loopjax.checkpoint import read_json  # noqa: F401  (the one JSON reader; re-exported for the CLI)
+
 
 class RunError(Exception):
     """An error the CLI reports as one line (no traceback)."""
@@ -79,21 +81,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not str(path) in str(e):
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def canonical(obj: Any) -> Any:
@@ -130,34 +129,48 @@ class RunStore:
         self.started = utc_now()
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def begin(self) -> None:
+    def begin(self, unit_keys: list[str] | None = None) -> None:
+        """Create the folder, or reopen it with --resume. Everything is checked before anything is
+        written: a rejected resume leaves the folder as it was. `unit_keys` are the units of this run; a
+        saved unit outside them is an error (the run would otherwise end with orphan records)."""
         if self.resume and self.overwrite:
             raise RunError("--resume and --overwrite exclude each other")
         if self.root.exists() and not self.root.is_dir():
             raise RunError(f"{self.root} exists and is not a folder")
         nonempty = self.root.is_dir() and any(self.root.iterdir())
-        if nonempty and not self.resume:
-            if not self.overwrite:
-                raise RunError(
-                    f"results folder {self.root} is not empty; pass --resume to continue it or "
-                    f"--overwrite to replace it"
-                )
+        if nonempty and not self.resume and not self.overwrite:
+            raise RunError(f"results folder {self.root} is not empty; pass --resume to continue it or "
+                           f"--overwrite to replace it")
+        if nonempty and self.resume:
+            self._check_resumable(unit_keys)
+        if nonempty and self.overwrite:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.prompts_dir.mkdir(exist_ok=True)
-        if self.results_path.exists():
-            # resuming a finished run: it becomes unfinished again until rewritten
-            old = read_json(self.results_path)
-            diff = _first_difference(old.get("settings"), self.settings)
-            if diff:
-                raise RunError(
-                    f"--resume: {self.results_path} was made with different settings "
-                    f"(first difference: {diff}); use another --out or --overwrite"
-                )
+        if self.results_path.exists():  # resuming a finished run: unfinished again until rewritten
             self.results_path.unlink()
         atomic_write_json(self.marker, {"status": "incomplete", "analysis": self.analysis,
                                         "started": self.started, "pid": os.getpid(),
                                         "settings": self.settings})
+
+    def _check_resumable(self, unit_keys) -> None:
+        for path in (self.results_path, self.marker):
+            if path.is_file():
+                try:
+                    old = read_json(path).get("settings")
+                except (OSError, ValueError) as e:
+                    raise RunError(f"--resume: cannot read {path}: {e}") from None
+                diff = _first_difference(old, self.settings)
+                if diff:
+                    raise RunError(f"--resume: {path} was made with different settings (first difference: "
+                                   f"settings.{diff}); rerun with the original settings, another --out, "
+                                   f"or --overwrite")
+        if unit_keys is not None and self.prompts_dir.is_dir():
+            extra = sorted(p.stem for p in self.prompts_dir.glob("*.json") if p.stem not in set(unit_keys))
+            if extra:
+                raise RunError(f"--resume: {self.prompts_dir} holds results for units this run does not have "
+                               f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); rerun with the "
+                               f"original prompts, another --out, or --overwrite")
 
     def finish(self, results: dict) -> dict:
         results = dict(results)
@@ -204,15 +217,16 @@ class RunStore:
         atomic_write_json(self.unit_path(key), rec)
         return rec
 
-    def scan_checkpointer(self, key: str, every: int) -> "ScanCheckpointer":
+    def scan_checkpointer(self, key: str) -> "ScanCheckpointer":
         return ScanCheckpointer(self.ckpt_dir / key, self.settings, resume=self.resume)
 
 
 class ScanCheckpointer:
-    """Orbax checkpoints of a segmented Benettin scan: state, probes, per-step log growth, step.
+    """Orbax checkpoints of a segmented Benettin scan: the arrays of the result so far (state, probes,
+    the compensated log-growth sum, per-step log growth, ...), saved after each segment.
 
     Each save is atomic (orbax writes into a temporary folder and renames it when complete); the two
-    most recent are kept. ``latest()`` returns the newest one (after checking it was made with the same
+    most recent are kept. ``latest()`` returns the newest (after checking it was made with the same
     settings) or None.
     """
 
@@ -226,8 +240,7 @@ class ScanCheckpointer:
         if not resume and self.directory.exists():
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        opts = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False,
-                                            create=True)
+        opts = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=opts)
 
     def latest(self) -> tuple[int, dict] | None:
@@ -237,25 +250,25 @@ class ScanCheckpointer:
         ocp = self._ocp
         r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
                                                                 meta=ocp.args.JsonRestore()))
-        meta = r.meta
-        diff = _first_difference(meta.get("settings"), self.settings)
+        diff = _first_difference(r.meta.get("settings"), self.settings)
         if diff:
             raise RunError(f"--resume: scan checkpoint {self.directory} was made with different "
                            f"settings (first difference: settings.{diff})")
-        arrays = {k: np.asarray(v) for k, v in r.scan.items()}
-        return int(step), arrays
+        return int(step), {k: np.asarray(v) for k, v in r.scan.items()}
 
-    def save(self, step: int, state, probes, log_growth: np.ndarray, extra_meta: dict | None = None):
+    def save(self, step: int, arrays: dict) -> None:
         ocp = self._ocp
-        lg = np.asarray(log_growth)
-        arrays = {"state": np.asarray(state), "probes": np.asarray(probes), "log_growth": lg,
-                  "log_growth_sum": lg.astype(np.float64).sum(axis=0),
-                  "step": np.asarray(step, np.int64)}
-        meta = {"settings": self.settings, "step": int(step), "saved": utc_now(), **(extra_meta or {})}
-        self.manager.save(int(step), args=ocp.args.Composite(scan=ocp.args.StandardSave(arrays),
-                                                             meta=ocp.args.JsonSave(meta)),
-                          force=True)
-        self.manager.wait_until_finished()
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        meta = {"settings": self.settings, "step": int(step), "saved": utc_now()}
+        try:
+            self.manager.save(int(step), args=ocp.args.Composite(scan=ocp.args.StandardSave(arrays),
+                                                                 meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+        except OSError as e:
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(e.errno, f"cannot save the scan checkpoint in {self.directory}: "
+                                   f"{e.strerror or e}") from None
 
     def close(self, remove: bool = False) -> None:
         self.manager.close()

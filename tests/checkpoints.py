@@ -1,12 +1,10 @@
 """Build HF-format checkpoints the fixtures do not cover (other head counts, GQA, head_dim != H/nh, tied or
 untied, bf16, sharded) with random weights, naming every tensor as the HF classes do (independently of
 loopjax's converter tables)."""
-import json
-from pathlib import Path
-
-import jax.numpy as jnp
 import numpy as np
-from safetensors.flax import save_file
+
+from loopjax.checkpoint import write_hf_checkpoint
+from loopjax.models.presets import preset
 
 
 def ouro_tensors(cfg, rng):
@@ -52,34 +50,9 @@ def huginn_tensors(cfg, rng, lm_head_copy=False):
 
 
 def write_checkpoint(out_dir, cfg, tensors, dtype="float32", shards=1):
-    """config.json + safetensors (one file, or `shards` files with model.safetensors.index.json)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cast = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    arrays = {k: jnp.asarray(v, cast) for k, v in tensors.items()}
-    (out_dir / "config.json").write_text(json.dumps({**cfg, "torch_dtype": dtype}, indent=2))
-    if shards == 1:
-        save_file(arrays, str(out_dir / "model.safetensors"))
-        return out_dir
-    names = sorted(arrays)
-    weight_map = {}
-    for s, part in enumerate(np.array_split(np.array(names), shards)):
-        file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: arrays[n] for n in part}, str(out_dir / file))
-        weight_map.update({n: file for n in part})
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return out_dir
+    """config.json + safetensors through the project's one HF writer (loopjax.checkpoint)."""
+    return write_hf_checkpoint(out_dir, cfg, tensors, dtype=dtype, shards=shards)
 
 
-OURO_GQA_TIED = {"model_type": "ouro", "architectures": ["OuroForCausalLM"], "vocab_size": 200, "hidden_size": 48,
-                 "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6,
-                 "num_key_value_heads": 2, "head_dim": 12, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
-                 "tie_word_embeddings": True, "total_ut_steps": 3, "early_exit_threshold": 1.0,
-                 "hidden_act": "silu", "rope_scaling": None, "use_sliding_window": False}
-HUGINN_UNTIED = {"model_type": "huginn_raven", "architectures": ["RavenForCausalLM"], "vocab_size": 160,
-                 "padded_vocab_size": 160, "n_embd": 48, "n_heads": 3, "head_dim": 16, "num_key_value_heads": 3,
-                 "intermediate_size": 80, "n_layers_in_prelude": 1, "n_layers_in_recurrent_block": 3,
-                 "n_layers_in_coda": 1, "rope_base": 10000.0, "norm_eps": 1e-5, "qk_bias": True,
-                 "tie_embeddings": False, "mean_recurrence": 6, "block_size": 32, "bias": False,
-                 "block_class_name": "SandwichBlock", "mlp_class_name": "GatedMLP",
-                 "norm_class_name": "RMSNorm_llama", "nonlin_name": "SiLU", "injection_type": "linear"}
+OURO_GQA_TIED = preset("ouro-gqa-tied")
+HUGINN_UNTIED = preset("huginn-untied")

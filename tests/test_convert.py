@@ -8,7 +8,7 @@ import pytest
 from safetensors import safe_open
 
 import loopjax
-import loopjax_convert
+
 from checkpoints import HUGINN_UNTIED, huginn_tensors, write_checkpoint
 from conftest import CASES, FIXTURES, expected
 
@@ -28,7 +28,7 @@ def _stored(ckpt_dir):
 @pytest.mark.parametrize("case", CASES)
 def test_orbax_roundtrip_is_bit_identical(case, tmp_path):
     direct = loopjax.load(FIXTURES / case)
-    out = loopjax_convert.convert(FIXTURES / case, tmp_path / "orbax")
+    out = loopjax.convert(FIXTURES / case, tmp_path / "orbax")
     again = loopjax.load(out)
     assert again.config == direct.config
     a, b = _leaves(direct), _leaves(again)
@@ -44,7 +44,7 @@ def test_orbax_roundtrip_is_bit_identical(case, tmp_path):
 @pytest.mark.parametrize("case", CASES)
 def test_export_gives_back_every_stored_tensor(case):
     stored = _stored(FIXTURES / case)
-    exported = loopjax_convert.to_hf_tensors(loopjax.load(FIXTURES / case))
+    exported = loopjax.to_hf_tensors(loopjax.load(FIXTURES / case))
     assert set(stored) - set(exported) <= {"freqs_cis"}      # the one tensor the converter ignores by design
     for name, w in exported.items():
         np.testing.assert_array_equal(w, stored[name], err_msg=name)
@@ -53,7 +53,7 @@ def test_export_gives_back_every_stored_tensor(case):
 def test_convert_refuses_to_overwrite(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match="already exists"):
-        loopjax_convert.convert(FIXTURES / "ouro-tiny", tmp_path / "out")
+        loopjax.convert(FIXTURES / "ouro-tiny", tmp_path / "out")
 
 
 def test_huginn_with_duplicate_lm_head_loads(tmp_path):
@@ -163,5 +163,5 @@ def test_builtin_models_load_and_are_reproducible():
 def test_convert_keeps_the_tokenizer(tmp_path):
     ckpt = _copy("ouro-tiny", tmp_path)
     (ckpt / "tokenizer.json").write_text('{"version": "1.0"}')
-    out = loopjax_convert.convert(ckpt, tmp_path / "orbax")
+    out = loopjax.convert(ckpt, tmp_path / "orbax")
     assert (out / "tokenizer.json").read_text() == '{"version": "1.0"}'

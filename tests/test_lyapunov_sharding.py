@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     import re
     import numpy as np
     import jax
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # noqa: F811
     from jax.sharding import Mesh
     from jax.tree_util import Partial
     from loopjax import lyapunov
@@ -42,8 +42,9 @@ SCRIPT = textwrap.dedent("""
     # the tangent map on 16/8 = 2 probe columns (f32[24,2] blocks), and the columns are all-gathered
     # for the QR. None of this is in the single-device program.
     kw = dict(steps=40, warmup=0, renorm_every=1, probe_chunk=None, squeeze=True)
-    hlo = lyapunov._core.lower((f,), z0, Q0, mesh=mesh, **kw).compile().as_text()
-    hlo1 = lyapunov._core.lower((f,), z0, Q0, mesh=None, **kw).compile().as_text()
+    acc = (jnp.zeros((1, 16)), jnp.zeros((1, 16)), jnp.float32(0))  # Kahan sum, compensation, steps before
+    hlo = lyapunov._core.lower((f,), z0, Q0, *acc, mesh=mesh, **kw).compile().as_text()
+    hlo1 = lyapunov._core.lower((f,), z0, Q0, *acc, mesh=None, **kw).compile().as_text()
     assert "num_partitions=8" in hlo, hlo[:300]
     assert "all-gather" in hlo and "all-gather" not in hlo1
     block = r"f32\\[24,2\\]|f32\\[2,24\\]"

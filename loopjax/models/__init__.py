@@ -1,21 +1,30 @@
-"""One file per architecture; each exposes the same protocol (see loopjax.model)."""
-from loopjax.models import huginn, ouro
+"""Architectures: one folder each (modeling.py + params.py), registered here by config.json model_type."""
+from loopjax.models.base import Architecture
+from loopjax.models.huginn import HUGINN
+from loopjax.models.ouro import OURO
 
-# config.json "model_type" -> model file
-ARCHITECTURES = {"ouro": ouro, "huginn_raven": huginn, "huginn": huginn}
-CONFIG_TYPES = {ouro.OuroConfig: ouro, huginn.HuginnConfig: huginn}
+ARCHITECTURES: tuple[Architecture, ...] = (OURO, HUGINN)
+BY_MODEL_TYPE = {t: arch for arch in ARCHITECTURES for t in arch.model_types}
+BY_CONFIG_CLASS = {arch.config_class: arch for arch in ARCHITECTURES}
 
 
 def config_from_hf(cfg: dict):
     """The config dataclass for a checkpoint's config.json dict."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config.json must hold a JSON object, got {type(cfg).__name__}")
     model_type = cfg.get("model_type")
-    if model_type not in ARCHITECTURES:
+    if model_type not in BY_MODEL_TYPE:
         raise ValueError(f"unknown model_type {model_type!r} in config.json; loopjax supports "
-                         f"{sorted(ARCHITECTURES)}")
-    arch = ARCHITECTURES[model_type]
-    return (arch.OuroConfig if arch is ouro else arch.HuginnConfig).from_hf(cfg)
+                         f"{sorted(BY_MODEL_TYPE)}")
+    return BY_MODEL_TYPE[model_type].config_from_hf(cfg)
 
 
-def architecture(config):
-    """The model file (module) implementing a config dataclass."""
-    return CONFIG_TYPES[type(config)]
+def architecture(config) -> Architecture:
+    """The architecture implementing a config dataclass."""
+    try:
+        return BY_CONFIG_CLASS[type(config)]
+    except KeyError:
+        raise TypeError(f"{type(config).__name__} is not the config of a registered architecture") from None
+
+
+__all__ = ["Architecture", "ARCHITECTURES", "config_from_hf", "architecture", "OURO", "HUGINN"]

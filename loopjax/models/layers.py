@@ -109,9 +109,19 @@ def merge_heads(x):
     return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
 
 
-def require(cfg: dict, fields, model: str) -> dict[str, Any]:
-    """Pick fields from a config.json dict; all missing ones are named in one error."""
+def require(cfg: dict, fields: dict[str, type], model: str) -> dict[str, Any]:
+    """Pick typed fields from a config.json dict; every missing or mistyped field is named in one error.
+    An int field must be a JSON integer; a float field accepts integers too."""
     missing = [f for f in fields if f not in cfg]
     if missing:
         raise ValueError(f"{model} config.json is missing required field(s): {', '.join(missing)}")
-    return {f: cfg[f] for f in fields}
+    wrong = []
+    for name, kind in fields.items():
+        v = cfg[name]
+        ok = (isinstance(v, (int, float)) if kind is float else isinstance(v, kind)) and not isinstance(v, bool)
+        if not ok or (kind is int and v < 1):
+            want = "a positive integer" if kind is int else "a number"
+            wrong.append(f"{name}={v!r} (expected {want})")
+    if wrong:
+        raise ValueError(f"{model} config.json has invalid field(s): {', '.join(wrong)}")
+    return {f: (float(cfg[f]) if kind is float else cfg[f]) for f, kind in fields.items()}

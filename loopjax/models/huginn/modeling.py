@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 from loopjax.dtypes import compute_dtype
 from loopjax.models import layers
+from loopjax.models.base import Architecture
+from loopjax.models.huginn import params as params_table
 from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_interleaved,
                                    split_heads)
 
@@ -39,12 +41,16 @@ class HuginnConfig:
     init_std: float
     init_out_std: float
     init_embedding_std: float
+
+    injection_type: str = "linear"
     model_type: str = MODEL_TYPE
 
-    REQUIRED = ("n_embd", "n_heads", "intermediate_size", "n_layers_in_prelude", "n_layers_in_recurrent_block",
-                "n_layers_in_coda", "rope_base", "norm_eps", "mean_recurrence", "vocab_size")
+    REQUIRED = {"n_embd": int, "n_heads": int, "intermediate_size": int, "n_layers_in_prelude": int,
+                "n_layers_in_recurrent_block": int, "n_layers_in_coda": int, "rope_base": float, "norm_eps": float,
+                "mean_recurrence": int, "vocab_size": int}
     SUPPORTED = {"block_class_name": "SandwichBlock", "mlp_class_name": "GatedMLP",
-                 "norm_class_name": "RMSNorm_llama", "nonlin_name": "SiLU", "injection_type": "linear"}
+                 "norm_class_name": "RMSNorm_llama", "nonlin_name": "SiLU"}
+    INJECTION_TYPES = ("linear", "none")  # "none": loopjax's matched no-injection model (adapter sees cat(z, 0))
 
     @classmethod
     def from_hf(cls, cfg: dict) -> "HuginnConfig":
@@ -52,6 +58,10 @@ class HuginnConfig:
         for key, want in cls.SUPPORTED.items():
             if cfg.get(key, want) != want:
                 raise NotImplementedError(f"Huginn config: {key}={cfg[key]!r} is not supported (only {want!r})")
+        injection = cfg.get("injection_type", "linear")
+        if injection not in cls.INJECTION_TYPES:
+            raise NotImplementedError(f"Huginn config: injection_type={injection!r} is not supported "
+                                      f"(only {cls.INJECTION_TYPES})")
         if cfg.get("bias"):
             raise NotImplementedError("Huginn config: bias=true (linear biases) is not supported")
         if cfg.get("num_key_value_heads", f["n_heads"]) != f["n_heads"]:
@@ -69,7 +79,7 @@ class HuginnConfig:
                    tie_embeddings=bool(cfg.get("tie_embeddings", True)), mean_recurrence=int(f["mean_recurrence"]),
                    embed_scale=float(init.get("embed_scale", math.sqrt(f["n_embd"]))),
                    init_std=float(init.get("std", std)), init_out_std=float(init.get("out_proj", std)),
-                   init_embedding_std=float(init.get("embedding", std)))
+                   init_embedding_std=float(init.get("embedding", std)), injection_type=injection)
 
     def to_hf(self) -> dict:
         n = self.n_layers_in_prelude + self.n_layers_in_recurrent_block + self.n_layers_in_coda
@@ -82,6 +92,7 @@ class HuginnConfig:
                 "qk_bias": self.qk_bias, "tie_embeddings": self.tie_embeddings,
                 "mean_recurrence": self.mean_recurrence, "vocab_size": self.vocab_size,
                 "padded_vocab_size": self.vocab_size, "bias": False, "block_size": 4096, **self.SUPPORTED,
+                "injection_type": self.injection_type,
                 "init_values": {"embed_scale": self.embed_scale, "std": self.init_std,
                                 "out_proj": self.init_out_std, "embedding": self.init_embedding_std}}
 
@@ -192,37 +203,58 @@ class Huginn(nn.Module):
         return self.readout(z, angles)
 
 
-# ---- the architecture protocol used by loopjax.model (same names in every model file) ----
+# ---- the architecture (loopjax.models.base.Architecture) ----
 
-def sublayer_names(cfg: HuginnConfig) -> tuple[str, ...]:
-    return ("adapter",) + tuple(f"core_block.{i}" for i in range(cfg.n_layers_in_recurrent_block))
-
-
-def context(params, cfg: HuginnConfig, ids) -> dict:
-    """RoPE angles and the input injection e (the prelude output), fixed for the whole loop."""
-    angles = rope_angles(ids.shape[-1], cfg.head_dim, cfg.rope_base)
-    e = Huginn(cfg).apply({"params": params}, ids, angles, method=Huginn.inject)
-    return {"angles": angles, "injection": e}
+def _adapter(params, cfg: HuginnConfig, ctx, z):
+    return Huginn(cfg).apply({"params": params}, 0, z, ctx["injection"], ctx["angles"], method=Huginn.sublayer)
 
 
-def default_state(params, cfg: HuginnConfig, ids, ctx, key):
-    """The reference's random start: N(0, std^2) truncated at 3 std, times embed_scale."""
-    if key is None:
-        raise ValueError("Huginn starts its loop from a random state: pass key=jax.random.key(seed) "
-                         "(or an explicit init_state)")
-    shape = ctx["injection"].shape
-    return jax.random.truncated_normal(key, -3.0, 3.0, shape, compute_dtype()) * (cfg.init_std * cfg.embed_scale)
+def _core_block(index: int, params, cfg: HuginnConfig, ctx, z):
+    return Huginn(cfg).apply({"params": params}, index + 1, z, None, ctx["angles"], method=Huginn.sublayer)
 
 
-def apply_sublayer(params, cfg: HuginnConfig, ctx, index: int, z):
-    return Huginn(cfg).apply({"params": params}, index, z, ctx["injection"], ctx["angles"], method=Huginn.sublayer)
+class HuginnArchitecture(Architecture):
+    name = "huginn"
+    model_types = ("huginn_raven", "huginn")
+    config_class = HuginnConfig
+    table = params_table.TABLE
+
+    def ignored(self, config):
+        return params_table.ignored(config)
+
+    def init_params(self, config, key, param_dtype=None):
+        """The reference's scaled init from config.init_values: std for inputs, out_proj std for the output
+        projections, the embedding std for wte; norms 1, qk_bias 0."""
+        return Huginn(config, param_dtype or jnp.float32).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+
+    def context(self, params, config, ids):
+        """RoPE angles and the input injection e (the prelude output), fixed for the whole loop. With
+        injection_type "none" (the matched no-injection model) e is all zeros: the adapter sees cat(z, 0)."""
+        angles = rope_angles(ids.shape[-1], config.head_dim, config.rope_base)
+        e = Huginn(config).apply({"params": params}, ids, angles, method=Huginn.inject)
+        if config.injection_type == "none":
+            e = jnp.zeros_like(e)
+        return {"angles": angles, "injection": e}
+
+    def initial_state(self, params, config, ids, ctx, key):
+        """The reference's random start: N(0, std^2) truncated at 3 std, times embed_scale."""
+        if key is None:
+            raise ValueError("Huginn starts its loop from a random state: pass key=jax.random.key(seed) "
+                             "(or an explicit init_state)")
+        shape = ctx["injection"].shape
+        return (jax.random.truncated_normal(key, -3.0, 3.0, shape, compute_dtype())
+                * (config.init_std * config.embed_scale))
+
+    def sublayers(self, config):
+        """The adapter on cat(z, e), then core_block.0 .. core_block.{n-1}."""
+        return (("adapter", _adapter),) + tuple(
+            (f"core_block.{i}", partial(_core_block, i)) for i in range(config.n_layers_in_recurrent_block))
+
+    def readout(self, params, config, ctx, z):
+        return Huginn(config).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
+
+    def injection_fields(self):
+        return ("injection",)
 
 
-def readout(params, cfg: HuginnConfig, ctx, z):
-    return Huginn(cfg).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
-
-
-def init_params(cfg: HuginnConfig, key, param_dtype=jnp.float32):
-    """The reference's scaled init from config.init_values: std for inputs, out_proj std for the output
-    projections, the embedding std for wte; norms 1, qk_bias 0."""
-    return Huginn(cfg, param_dtype).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+HUGINN = HuginnArchitecture()

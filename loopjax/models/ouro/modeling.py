@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from loopjax.models import layers
+from loopjax.models.base import Architecture
+from loopjax.models.ouro import params as params_table
 from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_rotate_half,
                                    split_heads)
 
@@ -32,12 +34,12 @@ class OuroConfig:
     rms_norm_eps: float
     tie_word_embeddings: bool
     total_ut_steps: int
-    early_exit_threshold: float = 1.0
     initializer_range: float = 0.02
     model_type: str = MODEL_TYPE
 
-    REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "rope_theta", "rms_norm_eps", "total_ut_steps")
+    REQUIRED = {"vocab_size": int, "hidden_size": int, "intermediate_size": int, "num_hidden_layers": int,
+                "num_attention_heads": int, "num_key_value_heads": int, "rope_theta": float, "rms_norm_eps": float,
+                "total_ut_steps": int}
 
     @classmethod
     def from_hf(cls, cfg: dict) -> "OuroConfig":
@@ -56,7 +58,6 @@ class OuroConfig:
                    # HF's Qwen2 family falls back to hidden/heads when head_dim is absent.
                    head_dim=int(cfg.get("head_dim") or fields["hidden_size"] // heads),
                    tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                   early_exit_threshold=float(cfg.get("early_exit_threshold") or 1.0),
                    initializer_range=float(cfg.get("initializer_range", 0.02)))
 
     def to_hf(self) -> dict:
@@ -147,53 +148,61 @@ class Ouro(nn.Module):
         return self.head(z), self.gate_logits(z)
 
 
-# ---- the architecture protocol used by loopjax.model (same names in every model file) ----
+# ---- the architecture (loopjax.models.base.Architecture) ----
 
-def sublayer_names(cfg: OuroConfig) -> tuple[str, ...]:
-    return tuple(f"layers.{i}" for i in range(cfg.num_hidden_layers)) + ("norm",)
-
-
-def context(params, cfg: OuroConfig, ids) -> dict:
-    """What the loop map needs besides the state: the RoPE angles for positions 0..L-1."""
-    return {"angles": rope_angles(ids.shape[-1], cfg.head_dim, cfg.rope_theta)}
-
-
-def default_state(params, cfg: OuroConfig, ids, ctx, key):
-    """Ouro loops from the token embeddings (no scaling)."""
-    return Ouro(cfg).apply({"params": params}, ids, method=Ouro.embed)
-
-
-def apply_sublayer(params, cfg: OuroConfig, ctx, index: int, z):
+def _layer(index: int, params, cfg: OuroConfig, ctx, z):
     return Ouro(cfg).apply({"params": params}, index, z, ctx["angles"], method=Ouro.sublayer)
 
 
-def readout(params, cfg: OuroConfig, ctx, z):
-    """Logits from a loop state (already normed by the loop's final norm)."""
-    return Ouro(cfg).apply({"params": params}, z, method=Ouro.head)
+class OuroArchitecture(Architecture):
+    name = "ouro"
+    model_types = ("ouro",)
+    config_class = OuroConfig
+    table = params_table.TABLE
+
+    def ignored(self, config):
+        return params_table.ignored(config)
+
+    def init_params(self, config, key, param_dtype=None):
+        """Qwen2-style init: linear and embedding weights N(0, initializer_range^2), norms 1, gate bias 0."""
+        return Ouro(config, param_dtype or jnp.float32).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
+
+    def context(self, params, config, ids):
+        """The RoPE angles for positions 0..L-1."""
+        return {"angles": rope_angles(ids.shape[-1], config.head_dim, config.rope_theta)}
+
+    def initial_state(self, params, config, ids, ctx, key):
+        """Ouro loops from the token embeddings (no scaling); `key` is not used."""
+        return Ouro(config).apply({"params": params}, ids, method=Ouro.embed)
+
+    def sublayers(self, config):
+        """layers.0 .. layers.{n-1}, then the final norm: f(z) = norm(layer_{n-1}(... layer_0(z)))."""
+        n = config.num_hidden_layers
+        return tuple((f"layers.{i}", partial(_layer, i)) for i in range(n)) + (("norm", partial(_layer, n)),)
+
+    def readout(self, params, config, ctx, z):
+        """Logits from a loop state (already normed by the loop's final norm)."""
+        return Ouro(config).apply({"params": params}, z, method=Ouro.head)
+
+    def early_exit(self, params, config, states, threshold=None):
+        """Ouro's exit distribution over the loop states (S, ..., L, H), each already normed.
+
+        lambda_s = sigmoid(gate(z_s)); p_s = lambda_s prod_{j<s}(1 - lambda_j) for s < S-1 and the remainder
+        p_{S-1} = prod_{j<S-1}(1 - lambda_j). With a threshold, each token exits at the first s whose
+        cumulative p reaches it (the last step if none does).
+        """
+        model = Ouro(config)
+        gate = jax.vmap(lambda z: model.apply({"params": params}, z, method=Ouro.gate_logits))(states)
+        lam = jax.nn.sigmoid(gate)
+        survive = jnp.cumprod(1.0 - lam, axis=0)
+        before = jnp.concatenate([jnp.ones_like(lam[:1]), survive[:-1]], axis=0)
+        pdf = jnp.concatenate([(lam * before)[:-1], before[-1:]], axis=0)
+        out = {"gate_logits": gate, "exit_pdf": jnp.moveaxis(pdf, 0, -1)}
+        if threshold is not None:
+            reached = jnp.cumsum(out["exit_pdf"], axis=-1) >= threshold
+            last = states.shape[0] - 1
+            out["exit_steps"] = jnp.where(reached.any(-1), jnp.argmax(reached, axis=-1), last)
+        return out
 
 
-def init_params(cfg: OuroConfig, key, param_dtype=jnp.float32):
-    """Qwen2-style init: linear and embedding weights N(0, initializer_range^2), norms 1, gate bias 0."""
-    return Ouro(cfg, param_dtype).init(key, jnp.zeros((1, 2), jnp.int32))["params"]
-
-
-def early_exit(params, cfg: OuroConfig, states, threshold=None):
-    """Ouro's exit distribution over the loop states (S, ..., L, H), each already normed.
-
-    lambda_s = sigmoid(gate(z_s)); p_s = lambda_s prod_{j<s}(1 - lambda_j) for s < S-1 and the remainder
-    p_{S-1} = prod_{j<S-1}(1 - lambda_j). With a threshold, each token exits at the first s whose
-    cumulative p reaches it (the last step if none does).
-    """
-    model = Ouro(cfg)
-    gate = jax.vmap(lambda z: model.apply({"params": params}, z, method=Ouro.gate_logits))(states)
-    lam = jax.nn.sigmoid(gate)
-    survive = jnp.cumprod(1.0 - lam, axis=0)
-    before = jnp.concatenate([jnp.ones_like(lam[:1]), survive[:-1]], axis=0)
-    pdf = jnp.concatenate([(lam * before)[:-1], before[-1:]], axis=0)
-    out = {"gate_logits": gate, "exit_pdf": jnp.moveaxis(pdf, 0, -1)}
-    if threshold is not None:
-        reached = jnp.cumsum(out["exit_pdf"], axis=-1) >= threshold
-        last = states.shape[0] - 1
-        out["exit_steps"] = jnp.where(reached.any(-1), jnp.argmax(reached, axis=-1), last)
-    return out
-
+OURO = OuroArchitecture()

@@ -1,0 +1,5 @@
+import sys
+
+from loopjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,137 @@
+"""The per-prompt analyses of the CLI, each a short declaration: which library front-end computes one
+prompt (always called with key = loopjax.prompt_key(seed, i)), how its result is stored and read back,
+which summary (loopjax.summarize) and which figures."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import loopjax
+from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, concatenate
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    name: str                                   # results folder DIR/<name>/ and the "analysis" field
+    kind: str                                   # loopjax.summarize kind
+    options: tuple[str, ...]                    # the settings this analysis records (k, steps, ...)
+    compute: Callable[..., Any]                 # (model, ids, key, opts, unit) -> library result
+    to_record: Callable[[Any], dict]            # library result -> JSON of one prompt
+    from_record: Callable[[dict], Any]          # and back (what summarize takes)
+    figures: Callable[[Path, list, Any, str], list[Path]]   # (folder, results, summary, title) -> PNGs
+
+
+# ---- spectrum ------------------------------------------------------------------------------------------
+
+def _spectrum(model, ids, key, o, unit):
+    every = o.get("checkpoint_every")
+    if not every or every >= o["steps"]:
+        return loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key)
+    return _spectrum_in_segments(model, ids, key, o, unit)
+
+
+def _spectrum_in_segments(model, ids, key, o, unit):
+    """The same numbers as `loopjax.spectrum(model, ids, k, steps, key)`, run as segments of `every`
+    steps (benettin, then benettin_continue) with an orbax checkpoint of the result so far after each."""
+    state_key, probe_key = loopjax.split_key(key)
+    f, z0 = loopjax.loop_map(model, ids, key=state_key)
+    ck = unit.checkpointer()
+    latest = ck.latest()
+    if latest is not None:
+        done, arrays = latest
+        so_far = LyapunovResult.from_arrays(arrays, total_steps=done)
+    else:
+        done, so_far = 0, None
+    with unit.progress(total=o["steps"], initial=done) as bar:
+        while done < o["steps"]:
+            n = min(o["checkpoint_every"], o["steps"] - done)
+            if so_far is None:
+                so_far = benettin(f, z0, k=o["k"], steps=n, key=probe_key)
+            else:
+                so_far = concatenate([so_far, benettin_continue(f, so_far, steps=n)])
+            done += n
+            ck.save(done, so_far.to_arrays())
+            bar.update(n)
+            unit.after_segment(done)
+    ck.close(remove=True)
+    return so_far
+
+
+def _lyapunov_record(r: LyapunovResult) -> dict:
+    return r.to_json()
+
+
+def _spectrum_figures(folder, results, summary, title):
+    from loopjax import plots
+
+    lgs = [np.asarray(r.log_growth, dtype=np.float64) for r in results]
+    exps = np.stack([np.asarray(r.exponents, dtype=np.float64) for r in results])
+    return [plots.plot_spectrum_running(folder / "spectrum_running_top5.png", lgs, title),
+            plots.plot_spectrum_full(folder / "spectrum_full.png", exps, title)]
+
+
+SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "checkpoint_every"), _spectrum, _lyapunov_record,
+                    LyapunovResult.from_json, _spectrum_figures)
+
+
+# ---- attribution ---------------------------------------------------------------------------------------
+
+def _attribution(model, ids, key, o, unit):
+    return loopjax.attribution(model, ids, k=o["k"], steps=o["steps"], key=key)
+
+
+def _attribution_figures(folder, results, summary, title):
+    from loopjax import plots
+
+    ex = np.stack([np.asarray(r.exponents, dtype=np.float64) for r in results])  # (P, n_sub, k)
+    figs = [plots.plot_attribution(folder / "attribution_lambda1.png", summary.names, ex[:, :, 0], title)]
+    if summary.k > 1:
+        figs.append(plots.plot_attribution_heatmap(folder / "attribution_heatmap.png", summary.names,
+                                                   np.asarray(summary.exponents_mean), title))
+    return figs
+
+
+ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps"), _attribution, _lyapunov_record,
+                       LyapunovResult.from_json, _attribution_figures)
+
+
+# ---- similarity and trajectory -------------------------------------------------------------------------
+
+def _arrays_record(d: dict) -> dict:
+    return {k: (v if isinstance(v, list) else np.asarray(v, dtype=np.float64)) for k, v in d.items()}
+
+
+def _similarity(model, ids, key, o, unit):
+    return loopjax.similarity(model, ids, loops=o["loops"], key=key)
+
+
+def _similarity_figures(folder, results, summary, title):
+    from loopjax import plots
+
+    return [plots.plot_similarity(folder / "similarity.png", summary.states_names, np.asarray(summary.mean_matrix),
+                                  summary.loops, title)]
+
+
+SIMILARITY = Analysis("similarity", "similarity", ("loops",), _similarity, _arrays_record, dict,
+                      _similarity_figures)
+
+
+def _trajectory(model, ids, key, o, unit):
+    return loopjax.convergence(model, ids, steps=o["steps"], key=key)
+
+
+def _trajectory_figures(folder, results, summary, title):
+    from loopjax import plots
+
+    d = np.stack([np.asarray(r["step_norm"], dtype=np.float64) for r in results])
+    s = np.stack([np.asarray(r["state_norm"], dtype=np.float64) for r in results])
+    return [plots.plot_convergence(folder / "convergence.png", d, s, title)]
+
+
+TRAJECTORY = Analysis("trajectory", "convergence", ("steps",), _trajectory, _arrays_record, dict,
+                      _trajectory_figures)
+
+ANALYSES = {a.name: a for a in (SPECTRUM, ATTRIBUTION, SIMILARITY, TRAJECTORY)}

@@ -1,0 +1,126 @@
+"""What every command sets up: the loaded model with its tokenizer and tokenised prompts, names,
+software versions, the XLA compile cache."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import loopjax
+from loopjax.model import check_ids
+from loopjax.prompts import Prompt
+from loopjax.runstore import RunError
+from loopjax.tokenizer import get_tokenizer
+
+
+class CLIError(RunError):
+    """A user error the CLI reports as one line (exit status 2)."""
+
+
+def software_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("loopjax", "jax", "jaxlib", "flax", "numpy", "orbax-checkpoint", "tokenizers", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    out["jax_backend"] = jax.default_backend()
+    out["jax_x64"] = bool(jax.config.jax_enable_x64)
+    return out
+
+
+def model_name(source: str, revision: str | None = None) -> str:
+    """A short, filesystem-safe name: builtin:ouro-tiny -> ouro-tiny, org/name -> name, dir -> basename."""
+    s = str(source)
+    name = s[len("builtin:"):] if s.startswith("builtin:") else (Path(s.rstrip("/\\")).name or s)
+    if revision:
+        name = f"{name}@{revision}"
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name)
+
+
+def parse_checkpoint_spec(spec: str) -> tuple[str, str | None]:
+    """``path``, ``org/name`` or ``org/name@revision`` -> (source, revision)."""
+    if os.path.exists(spec) or "@" not in spec:
+        return spec, None
+    src, rev = spec.rsplit("@", 1)
+    if not src or not rev:
+        raise CLIError(f"bad checkpoint spec {spec!r}: use PATH, ORG/NAME or ORG/NAME@REVISION")
+    return src, rev
+
+
+def check_source_exists(source: str) -> None:
+    if source.startswith("builtin:"):
+        return
+    looks_local = source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and not os.path.exists(os.path.expanduser(source)):
+        raise CLIError(f"model path {source!r} does not exist (and it is not a hub id ORG/NAME)")
+
+
+def enable_compile_cache() -> None:
+    """Persistent XLA compilation cache (every prompt length is a new compilation; a rerun or a resumed
+    run then skips them). ``LOOPJAX_COMPILE_CACHE``: a folder, or ``0`` to disable; default
+    ``~/.cache/loopjax/xla``. A cache the user configured in jax already is left alone."""
+    where = os.environ.get("LOOPJAX_COMPILE_CACHE", "")
+    if where == "0" or jax.config.jax_compilation_cache_dir:
+        return
+    where = where or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                  "loopjax", "xla")
+    try:
+        os.makedirs(where, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    except Exception:  # a cache is an optimisation only
+        pass
+
+
+class Loaded:
+    """A loaded model, its tokenizer and the JSON description of the model."""
+
+    def __init__(self, source: str, revision: str | None, dtype: str | None):
+        check_source_exists(source)
+        self.model = loopjax.load(source, revision=revision, dtype=dtype)
+        cfg = self.model.config
+        self.source, self.revision, self.dtype = source, revision, dtype
+        self.name = model_name(source, revision)
+        self.source_dir = loopjax.source_dir(source, revision)
+        self.tokenizer = get_tokenizer(self.source_dir, cfg.vocab_size)
+        if self.source_dir is not None and not hasattr(self.tokenizer, "tok"):
+            print(f"loopjax: warning: {source} has no tokenizer.json; prompts are tokenised with the simple "
+                  f"hash tokenizer (meaningless for a trained model)", file=sys.stderr)
+        leaves = jax.tree_util.tree_leaves(self.model.params)
+        self.info = {
+            "source": source, "revision": revision, "name": self.name, "model_type": cfg.model_type,
+            "architecture": self.model.arch.name, "hidden_size": int(cfg.hidden_size),
+            "vocab_size": int(cfg.vocab_size), "default_steps": int(cfg.default_steps),
+            "sublayers": list(self.model.sublayer_names), "dtype_requested": dtype,
+            "param_dtypes": sorted({str(x.dtype) for x in leaves}), "num_params": self.model.num_params(),
+            "source_dir": str(self.source_dir) if self.source_dir else None, "tokenizer": self.tokenizer.name,
+        }
+
+    def tokenize(self, prompts: list[Prompt], token_ids: bool = False) -> list[list[int]]:
+        out = []
+        for i, p in enumerate(prompts):
+            what = f"prompt {i} ({p.text[:40]!r})"
+            if token_ids:
+                try:
+                    ids = [int(t) for t in p.text.replace(",", " ").split()]
+                except ValueError:
+                    raise CLIError(f"{what}: --token-ids expects whitespace-separated integers") from None
+                cause = "given with --token-ids"
+            else:
+                ids = self.tokenizer.encode(p.text)
+                cause = f"the tokenizer ({self.tokenizer.name}) does not match the model"
+            if not ids:
+                raise CLIError(f"{what} tokenises to zero tokens")
+            try:
+                check_ids(self.model, np.asarray(ids), ndim=(1,), what=what)
+            except ValueError as e:
+                raise CLIError(f"{e}; {cause}") from None
+            out.append([int(t) for t in ids])
+        return out
