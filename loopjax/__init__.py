@@ -9,7 +9,8 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # isort: split
-from loopjax.analysis import attribution, convergence, lambda1, prompt_key, similarity, spectrum, split_key
+from loopjax.analysis import (attribution, convergence, lambda1, lambda1_finite, orbit, prompt_key, similarity,
+                              spectrum, spectrum_probe_seeds, split_key)
 from loopjax.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 from loopjax.loading import convert, load, source_dir
 from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
@@ -24,4 +25,5 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "trajectory", "init_state", "context", "early_exit", "loop_map", "sublayer_maps", "benettin",
            "benettin_sublayers", "benettin_continue", "concatenate", "LyapunovResult", "prompt_key", "split_key",
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
-           "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy"]
+           "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
+           "lambda1_finite"]

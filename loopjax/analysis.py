@@ -9,6 +9,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from loopjax.dynamics import lambda1_perturbation, orbit_type
 from loopjax.lyapunov import benettin, benettin_sublayers
 from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 
@@ -122,4 +123,30 @@ def convergence(model: LoopModel, tokens, steps=64, key=None, init_state=None):
     return {"step_norm": step_norm, "state_norm": state_norm, "relative_step": step_norm / state_norm[:-1]}
 
 
-__all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence"]
+def spectrum_probe_seeds(model: LoopModel, tokens, *, k=50, steps=64, key=None, n_seeds=3, **engine):
+    """The spectrum of one prompt from the same start state (split_key(key)[0]) with `n_seeds` other probe
+    keys: seed j draws its probes from fold_in(split_key(key)[1], j + 1). Their spread measures how much
+    the finite-time estimate depends on the initial probes. Returns a list of LyapunovResults."""
+    state_key, probe_key = split_key(key)
+    f, z0 = loop_map(model, tokens, key=state_key)
+    return [benettin(f, z0, k=k, steps=steps, key=jax.random.fold_in(probe_key, j + 1), **engine)
+            for j in range(n_seeds)]
+
+
+def orbit(model: LoopModel, tokens, *, steps=64, key=None, max_period=8, **thresholds):
+    """What the loop's orbit does for one prompt (loopjax.orbit_type of the loop map from the same start
+    as the other front-ends): fixed point, period-p cycle (p <= max_period), not converged, diverged."""
+    f, z0 = loop_map(model, tokens, key=split_key(key)[0])
+    return orbit_type(f, z0, steps=steps, max_period=max_period, **thresholds)
+
+
+def lambda1_finite(model: LoopModel, tokens, *, steps=64, key=None, d0_relative=1e-3):
+    """λ1 by finite perturbations (loopjax.lambda1_perturbation) with d0 = d0_relative * ||z_0||: a check
+    of the linearised estimate (bf16 weights, large norms)."""
+    f, z0 = loop_map(model, tokens, key=split_key(key)[0])
+    d0 = float(d0_relative * jnp.linalg.norm(z0))
+    return lambda1_perturbation(f, z0, steps=steps, d0=d0, key=split_key(key)[1])
+
+
+__all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
+           "spectrum_probe_seeds", "orbit", "lambda1_finite"]

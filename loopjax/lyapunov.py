@@ -80,6 +80,7 @@ class LyapunovResult:
     compensation: jax.Array | None = None     # its Kahan compensation term (to continue the sum exactly)
     names: tuple[str, ...] | None = flax.struct.field(pytree_node=False, default=None)
     total_steps: int | None = flax.struct.field(pytree_node=False, default=None)  # incl. earlier segments
+    stored_orthogonality_error: float | None = flax.struct.field(pytree_node=False, default=None)  # from_json
 
     def total(self):
         """Exponents of the full step: summed over sublayers for sublayer runs."""
@@ -90,6 +91,8 @@ class LyapunovResult:
         return -jnp.sort(-self.total(), axis=-1)
 
     def orthogonality_error(self):
+        if self.final_probes is None:
+            return self.stored_orthogonality_error
         return orthogonality_error(self.final_probes)
 
     def to_json(self) -> dict:
@@ -128,7 +131,9 @@ class LyapunovResult:
         return cls(exponents=arr("exponents"), log_growth=arr("log_growth"), running=arr("running"),
                    final_state=None, final_probes=None, state_norms=arr("state_norms"),
                    names=tuple(d["names"]) if d.get("names") is not None else None,
-                   total_steps=d.get("total_steps") or d["steps"])
+                   total_steps=d.get("total_steps") or d["steps"],
+                   stored_orthogonality_error=(np.asarray(d["orthogonality_error"], np.float64).max()
+                                               if d.get("orthogonality_error") is not None else None))
 
 
 def running_average(log_growth):

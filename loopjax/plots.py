@@ -56,24 +56,33 @@ def top_running(log_growth: np.ndarray, top: int = 5) -> np.ndarray:
 
 
 def plot_spectrum_running(path, log_growths: Sequence[np.ndarray], model: str, top: int = 5) -> Path:
-    """Running-average top-``top`` exponents over steps: mean over prompts, band = +/- 1 std."""
+    """Running-average top-``top`` exponents over steps (mean over prompts; band = +/- 1 standard error,
+    drawn as dashed edges so overlapping bands stay readable), and a zoomed panel of the last half, where
+    a converged estimate is flat."""
     with plt.rc_context(_RC):
         runs = np.stack([top_running(lg, top) for lg in log_growths])  # (P, T, top)
         P, T, n = runs.shape
         t = np.arange(1, T + 1)
-        mean, std = runs.mean(0), runs.std(0)
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for i in range(n):
-            c = OKABE_ITO[i % len(OKABE_ITO)]
-            ax.plot(t, mean[:, i], color=c, lw=1.8, label=f"$\\lambda_{{{i + 1}}}$ ({mean[-1, i]:+.3f})")
-            if P > 1:
-                ax.fill_between(t, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=c, alpha=0.18,
-                                lw=0)
-        ax.axhline(0, color="0.3", lw=0.8, ls="--")
-        ax.set_xlabel("loop step t")
+        mean = runs.mean(0)
+        sem = runs.std(0, ddof=1) / np.sqrt(P) if P > 1 else np.zeros_like(mean)
+        fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+        half = T // 2
+        for a, sl in ((ax, slice(None)), (zoom, slice(half, None))):
+            for i in range(n):
+                c = OKABE_ITO[i % len(OKABE_ITO)]
+                label = f"$\\lambda_{{{i + 1}}}$ ({mean[-1, i]:+.3f})" if a is ax else None
+                a.plot(t[sl], mean[sl, i], color=c, lw=1.8, label=label)
+                if P > 1:
+                    lo, hi = mean[sl, i] - sem[sl, i], mean[sl, i] + sem[sl, i]
+                    a.fill_between(t[sl], lo, hi, color=c, alpha=0.12, lw=0)
+                    a.plot(t[sl], lo, color=c, lw=0.6, ls=":")
+                    a.plot(t[sl], hi, color=c, lw=0.6, ls=":")
+            a.axhline(0, color="0.3", lw=0.8, ls="--")
+            a.set_xlabel("loop step t")
         ax.set_ylabel("running average of log growth (per loop)")
-        band = f", band = $\\pm$1 std over {P} prompts" if P > 1 else ""
-        ax.set_title(f"{model}: top-{n} Lyapunov exponents, running average (mean{band})")
+        zoom.set_title(f"last half (steps {half + 1}-{T})", fontsize=10)
+        band = f", band = $\\pm$1 s.e. over {P} prompts" if P > 1 else ""
+        ax.set_title(f"{model}: top-{n} exponents, running average (mean{band})")
         ax.legend(loc="best", ncols=1 if n <= 5 else 2, fontsize=9)
         return _save(fig, path)
 

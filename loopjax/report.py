@@ -58,6 +58,10 @@ def _sections(results: dict) -> list[dict]:
             continue
         summary = summary_from_json(r["summary"])
         rows = summary.rows()
+        pert = r.get("prompts", [{}])[0].get("lambda1_perturbation") if name == "spectrum" else None
+        if pert:  # loopjax.lambda1_finite on the first prompt: a check of the linearisation
+            rows.append(("λ1 of prompt 0: finite perturbation vs Benettin",
+                         f"{pert['lambda1']:+.4f} vs {max(r['prompts'][0]['exponents']):+.4f}"))
         if name == "sweep":  # name the checkpoints in the per-checkpoint rows
             labels = [c["label"] for c in r["checkpoints"]]
             rows = rows[:2] + [(f"  {lab}", v) for lab, (_, v) in zip(labels, rows[2:])]

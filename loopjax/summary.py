@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from loopjax import stats
+from loopjax.dynamics import kaplan_yorke_dimension, pesin_entropy
 from loopjax.lyapunov import LyapunovResult
 
 
@@ -61,6 +63,12 @@ def _pm(mean: float, std: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SpectrumSummary(Summary):
+    """Per exponent lists are over the sorted spectrum (index 0 = λ1). Uncertainty: `*_sem` over prompts
+    (ddof=1), `ci95_*` a percentile bootstrap of the mean over prompts (2000 resamples, seed 0),
+    `batch_se_sorted` the mean over prompts of each prompt's batch-means standard error of its time
+    average, `drift_sorted` |change| of the prompt-mean running average over the last quarter of the steps
+    and `converged_sorted` drift <= max(1e-3, 0.05 |value|) (loopjax.stats.converged). `*_second_half`: the
+    same exponents from the log growth of steps T/2..T only (is the transient driving the result?)."""
     kind: ClassVar[str] = "spectrum"
     n_prompts: int
     k: int
@@ -79,24 +87,94 @@ class SpectrumSummary(Summary):
     std_spectrum_sorted: list
     sum_of_exponents_mean: float
     top5_mean: list
+    lambda1_sem: float = math.nan
+    lambda1_ci95: list = dataclasses.field(default_factory=list)
+    sem_sorted: list = dataclasses.field(default_factory=list)
+    ci95_lo_sorted: list = dataclasses.field(default_factory=list)
+    ci95_hi_sorted: list = dataclasses.field(default_factory=list)
+    batch_se_sorted: list = dataclasses.field(default_factory=list)
+    drift_sorted: list = dataclasses.field(default_factory=list)
+    converged_sorted: list = dataclasses.field(default_factory=list)
+    n_positive_95: int = 0                   # exponents whose 95% CI lies above 0
+    n_negative_95: int = 0                   # ... below 0
+    n_zero_95: int = 0                       # ... straddles 0 (consistent with zero)
+    n_positive_mean: int = 0                 # positive entries of the mean sorted spectrum
+    lambda1_second_half_mean: float = math.nan
+    n_positive_second_half: int = 0
+    mean_spectrum_second_half: list = dataclasses.field(default_factory=list)
+    max_orthogonality_error: float = math.nan
+    kaplan_yorke_dimension: float = math.nan  # of the mean spectrum; NaN: the k exponents sum to >= 0
+    pesin_sum: float = math.nan               # sum of the positive mean exponents (Pesin bound on KS entropy)
+    pesin_lower_bound: bool = False           # True when λ_k > 0: more positive exponents may lie beyond k
+    n_probe_seeds: int = 0
+    probe_seed_std_sorted: list = dataclasses.field(default_factory=list)  # mean over prompts of the std over seeds
+    orbits: list = dataclasses.field(default_factory=list)                  # per prompt {kind, period}
+    orbit_counts: dict = dataclasses.field(default_factory=dict)
 
     def rows(self):
-        return [
+        ci = self.lambda1_ci95 or [math.nan, math.nan]
+        rows = [
             ("prompts", str(self.n_prompts)),
             ("λ1 (mean ± std over prompts)", _pm(self.lambda1_mean, self.lambda1_std)),
+            ("λ1 standard error; bootstrap 95% CI", f"{self.lambda1_sem:.4f}; [{ci[0]:+.4f}, {ci[1]:+.4f}]"),
+            ("λ1 from the second half of the steps only", f"{self.lambda1_second_half_mean:+.4f}"),
             ("λ1 min / max over prompts", f"{self.lambda1_min:+.4f} / {self.lambda1_max:+.4f}"),
+            ("positive / negative / consistent with 0 (95% CI)",
+             f"{self.n_positive_95} / {self.n_negative_95} / {self.n_zero_95} of {self.k}"),
+            ("positive mean exponents: all steps → second half",
+             f"{self.n_positive_mean} → {self.n_positive_second_half}"),
+            ("running averages converged (last-quarter drift)",
+             f"{sum(bool(c) for c in self.converged_sorted)} of {self.k}"),
             ("fraction of positive exponents (all prompts × k)", f"{100 * self.fraction_positive:.1f}%"),
-            ("fraction positive, mean spectrum", f"{100 * self.fraction_positive_mean_spectrum:.1f}%"),
             ("spectrum range (max, min), all prompts", f"({self.range_max:+.4f}, {self.range_min:+.4f})"),
-            ("mean-spectrum range (max, min)", f"({self.mean_spectrum_max:+.4f}, {self.mean_spectrum_min:+.4f})"),
             ("top-5 (mean)", "[" + ", ".join(f"{v:+.4f}" for v in self.top5_mean) + "]"),
             ("sum of the k exponents (mean)", f"{self.sum_of_exponents_mean:+.4f}"),
+            ("Kaplan–Yorke dimension", "not determined (the k exponents sum to ≥ 0)"
+             if not math.isfinite(self.kaplan_yorke_dimension) else f"{self.kaplan_yorke_dimension:.3f}"),
+            ("Pesin sum (Σ positive λ)", f"{self.pesin_sum:.4f}" + (" (lower estimate: λ_k > 0)"
+                                                                   if self.pesin_lower_bound else "")),
+            ("final probes: max abs(QᵀQ − I)", f"{self.max_orthogonality_error:.2e}"),
         ]
+        if self.n_probe_seeds:
+            rows.append((f"λ1 spread over {self.n_probe_seeds} probe seeds (std, mean over prompts)",
+                         f"{self.probe_seed_std_sorted[0]:.4f}"))
+        if self.orbit_counts:
+            rows.append(("orbit type (prompts)", ", ".join(f"{k}: {v}" for k, v in sorted(self.orbit_counts.items()))))
+        return rows
 
 
-def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5) -> SpectrumSummary:
+def _sorted_running(r: LyapunovResult) -> np.ndarray:
+    order = np.argsort(-np.asarray(r.exponents, dtype=np.float64), kind="stable")
+    return np.asarray(r.running, dtype=np.float64)[:, order]
+
+
+def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5, *, orbits=None,
+                       probe_seed_results=None) -> SpectrumSummary:
+    """`orbits`: per prompt an OrbitType (or its to_json dict; `loopjax.orbit`); `probe_seed_results`: per
+    prompt a list of results (or exponent arrays) from the same start with other probe keys
+    (`loopjax.spectrum_probe_seeds`)."""
     ex = np.stack([np.asarray(r.sorted(), dtype=np.float64) for r in results])  # (P, k), descending
     mean = ex.mean(0)
+    lo, hi = stats.bootstrap_ci(ex, level=0.95)
+    half = [np.asarray(r.log_growth, dtype=np.float64) for r in results]
+    late = np.stack([-np.sort(-lg[lg.shape[0] // 2:].mean(0)) for lg in half]).mean(0)
+    running = np.stack([_sorted_running(r) for r in results]).mean(0)  # (T, k) prompt-mean running averages
+    batch_se = np.stack([stats.batch_means_se(np.asarray(r.log_growth, dtype=np.float64)[:, np.argsort(
+        -np.asarray(r.exponents, dtype=np.float64), kind="stable")]) for r in results]).mean(0)
+    signs = stats.classify_signs(lo, hi)
+    orth = [np.max(np.asarray(o)) for o in (r.orthogonality_error() for r in results) if o is not None]
+    pesin = pesin_entropy(mean)
+    extra = {}
+    if probe_seed_results:
+        srt = lambda q: (np.asarray(q.sorted(), dtype=np.float64) if isinstance(q, LyapunovResult)  # noqa: E731
+                         else -np.sort(-np.asarray(q, dtype=np.float64)))
+        seeds = np.stack([np.stack([srt(q) for q in per]) for per in probe_seed_results])  # (P, S, k)
+        extra = dict(n_probe_seeds=int(seeds.shape[1]), probe_seed_std_sorted=_list(seeds.std(1).mean(0)))
+    if orbits:
+        orbits = [o if isinstance(o, dict) else o.to_json() for o in orbits]
+        kinds = [o["kind"] + (f"-{o['period']}" if o["kind"] == "periodic" else "") for o in orbits]
+        extra.update(orbits=[{"kind": o["kind"], "period": o.get("period")} for o in orbits],
+                     orbit_counts={k: kinds.count(k) for k in dict.fromkeys(kinds)})
     return SpectrumSummary(
         n_prompts=int(ex.shape[0]), k=int(ex.shape[1]), steps=int(results[0].log_growth.shape[0]),
         lambda1_mean=_f(ex[:, 0].mean()), lambda1_std=_f(ex[:, 0].std()),
@@ -105,7 +183,17 @@ def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5) -> Spect
         range_max=_f(ex.max()), range_min=_f(ex.min()),
         mean_spectrum_max=_f(mean.max()), mean_spectrum_min=_f(mean.min()),
         mean_spectrum_sorted=_list(mean), std_spectrum_sorted=_list(ex.std(0)),
-        sum_of_exponents_mean=_f(ex.sum(1).mean()), top5_mean=_list(mean[:top]))
+        sum_of_exponents_mean=_f(ex.sum(1).mean()), top5_mean=_list(mean[:top]),
+        lambda1_sem=_f(stats.standard_error(ex[:, 0])), lambda1_ci95=[_f(lo[0]), _f(hi[0])],
+        sem_sorted=_list(stats.standard_error(ex)), ci95_lo_sorted=_list(lo), ci95_hi_sorted=_list(hi),
+        batch_se_sorted=_list(batch_se), drift_sorted=_list(stats.running_drift(running)),
+        converged_sorted=[bool(c) for c in np.atleast_1d(stats.converged(running))],
+        n_positive_95=int(signs["positive"]), n_negative_95=int(signs["negative"]),
+        n_zero_95=int(signs["zero"] + signs.get("undetermined", 0)), n_positive_mean=int((mean > 0).sum()),
+        lambda1_second_half_mean=_f(late[0]), n_positive_second_half=int((late > 0).sum()),
+        mean_spectrum_second_half=_list(late), max_orthogonality_error=_f(np.max(orth)) if orth else math.nan,
+        kaplan_yorke_dimension=_f(kaplan_yorke_dimension(mean)), pesin_sum=_f(pesin.value),
+        pesin_lower_bound=bool(pesin.lower_bound), **extra)
 
 
 # ---- attribution ---------------------------------------------------------------------------------------
@@ -333,15 +421,16 @@ def kind_of(results: Sequence[Any]) -> str:
     raise ValueError(f"cannot summarize results of type {type(first).__name__}")
 
 
-def summarize(results, kind: str | None = None) -> Summary:
-    """The summary of one analysis over prompts (see the module docstring for what `results` may be)."""
+def summarize(results, kind: str | None = None, **extra) -> Summary:
+    """The summary of one analysis over prompts (see the module docstring for what `results` may be).
+    Spectrum summaries also take `orbits=` and `probe_seed_results=` (per prompt)."""
     results = _unbatch(results)
     if not results:
         raise ValueError("summarize needs at least one per-prompt result")
     kind = kind or kind_of(results)
     if kind not in SUMMARIZERS:
         raise ValueError(f"unknown analysis {kind!r}; one of {sorted(SUMMARIZERS)}")
-    return SUMMARIZERS[kind](results)
+    return SUMMARIZERS[kind](results, **extra)
 
 
 def summary_from_json(d: dict) -> Summary:

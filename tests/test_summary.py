@@ -50,10 +50,13 @@ def _close(a, b, path=""):
 def test_spectrum_and_attribution_summaries_equal_the_cli(model_name, prompts, tmp_path):
     model = loopjax.load(model_name)
     ids = [_ids(model, t) for t in TEXTS]
-    spec = [loopjax.spectrum(model, x, k=4, steps=6, key=loopjax.prompt_key(7, i)) for i, x in enumerate(ids)]
-    got = _cli_summary(tmp_path, ["spectrum", "--model", model_name, "--prompts", prompts, "--k", 4, "--steps", 6],
-                       "spectrum")
-    _close(loopjax.summarize(spec).to_json(), got)
+    keys = [loopjax.prompt_key(7, i) for i in range(len(ids))]
+    spec = [loopjax.spectrum(model, x, k=4, steps=6, key=kk) for x, kk in zip(ids, keys)]
+    orbits = [loopjax.orbit(model, x, steps=64, key=kk) for x, kk in zip(ids, keys)]
+    seeds = [loopjax.spectrum_probe_seeds(model, x, k=4, steps=6, key=kk, n_seeds=2) for x, kk in zip(ids, keys)]
+    got = _cli_summary(tmp_path, ["spectrum", "--model", model_name, "--prompts", prompts, "--k", 4, "--steps", 6,
+                                  "--probe-seeds", 2], "spectrum")
+    _close(loopjax.summarize(spec, orbits=orbits, probe_seed_results=seeds).to_json(), got)
 
     attr = [loopjax.attribution(model, x, k=2, steps=5, key=loopjax.prompt_key(7, i)) for i, x in enumerate(ids)]
     got = _cli_summary(tmp_path, ["attribute", "--model", model_name, "--prompts", prompts, "--k", 2, "--steps", 5],
@@ -100,7 +103,7 @@ def test_summary_fields_by_hand():
     assert s.fraction_positive == pytest.approx(4 / 6)
     assert s.mean_spectrum_sorted == pytest.approx(srt.mean(0).tolist())
     assert s.sum_of_exponents_mean == pytest.approx((0.4 - 0.25) / 2)
-    assert summary_from_json(json.loads(json.dumps(s.to_json()))) == s
+    assert summary_from_json(json.loads(json.dumps(s.to_json()))).to_json() == s.to_json()  # NaN <-> null
     lam = loopjax.summarize([0.1, 0.3])
     assert lam.kind == "lambda1" and lam.mean == pytest.approx(0.2) and lam.sem == pytest.approx(0.1)
     sw = loopjax.summarize([[0.1, 0.3], [0.5, 0.5]])

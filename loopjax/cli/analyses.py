@@ -22,15 +22,45 @@ class Analysis:
     to_record: Callable[[Any], dict]            # library result -> JSON of one prompt
     from_record: Callable[[dict], Any]          # and back (what summarize takes)
     figures: Callable[[Path, list, Any, str], list[Path]]   # (folder, results, summary, title) -> PNGs
+    summary_extras: Callable[[list[dict]], dict] = lambda records: {}   # records -> summarize(**extras)
 
 
 # ---- spectrum ------------------------------------------------------------------------------------------
 
+def _engine(o) -> dict:
+    return {"warmup": o.get("warmup") or 0, "renorm_every": o.get("renorm_every") or 1}
+
+
 def _spectrum(model, ids, key, o, unit):
+    """The spectrum of one prompt, its orbit type and (with --probe-seeds N) N re-runs with other probes."""
     every = o.get("checkpoint_every")
     if not every or every >= o["steps"]:
-        return loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key)
-    return _spectrum_in_segments(model, ids, key, o, unit)
+        result = loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+    else:
+        result = _spectrum_in_segments(model, ids, key, o, unit)
+    out = {"result": result, "orbit": loopjax.orbit(model, ids, steps=o["orbit_steps"], key=key)}
+    if o.get("probe_seeds"):
+        out["probe_seeds"] = loopjax.spectrum_probe_seeds(model, ids, k=o["k"], steps=o["steps"], key=key,
+                                                          n_seeds=o["probe_seeds"], **_engine(o))
+    if o.get("perturbation") and unit.index == 0:
+        out["lambda1_perturbation"] = loopjax.lambda1_finite(model, ids, steps=o["steps"], key=key)
+    return out
+
+
+def _spectrum_record(out) -> dict:
+    rec = {**out["result"].to_json(), "orbit": out["orbit"].to_json()}
+    if "probe_seeds" in out:
+        rec["probe_seed_exponents"] = [np.asarray(r.exponents, dtype=np.float64) for r in out["probe_seeds"]]
+    if "lambda1_perturbation" in out:
+        rec["lambda1_perturbation"] = out["lambda1_perturbation"].to_json()
+    return rec
+
+
+def _spectrum_extras(records) -> dict:
+    extras = {"orbits": [r["orbit"] for r in records]}
+    if "probe_seed_exponents" in records[0]:
+        extras["probe_seed_results"] = [r["probe_seed_exponents"] for r in records]
+    return extras
 
 
 def _spectrum_in_segments(model, ids, key, o, unit):
@@ -38,6 +68,9 @@ def _spectrum_in_segments(model, ids, key, o, unit):
     steps (benettin, then benettin_continue) with an orbax checkpoint of the result so far after each."""
     state_key, probe_key = loopjax.split_key(key)
     f, z0 = loopjax.loop_map(model, ids, key=state_key)
+    if o.get("warmup") or (o.get("renorm_every") or 1) > 1:
+        raise ValueError("--checkpoint-every runs without --warmup / --renorm-every (segments continue the QR "
+                         "every step)")
     ck = unit.checkpointer()
     latest = ck.latest()
     if latest is not None:
@@ -73,14 +106,15 @@ def _spectrum_figures(folder, results, summary, title):
             plots.plot_spectrum_full(folder / "spectrum_full.png", exps, title)]
 
 
-SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "checkpoint_every"), _spectrum, _lyapunov_record,
-                    LyapunovResult.from_json, _spectrum_figures)
+SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "warmup", "renorm_every", "checkpoint_every",
+                                             "probe_seeds", "orbit_steps", "perturbation"),
+                    _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures, _spectrum_extras)
 
 
 # ---- attribution ---------------------------------------------------------------------------------------
 
 def _attribution(model, ids, key, o, unit):
-    return loopjax.attribution(model, ids, k=o["k"], steps=o["steps"], key=key)
+    return loopjax.attribution(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
 
 
 def _attribution_figures(folder, results, summary, title):
@@ -94,7 +128,7 @@ def _attribution_figures(folder, results, summary, title):
     return figs
 
 
-ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps"), _attribution, _lyapunov_record,
+ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps", "warmup", "renorm_every"), _attribution, _lyapunov_record,
                        LyapunovResult.from_json, _attribution_figures)
 
 

@@ -25,8 +25,9 @@ DEFAULT_MODEL = "builtin:ouro-tiny"
 BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny")
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
-         "similarity": {"loops": 4}, "trajectory": {"steps": 64}}
+         "similarity": {"loops": 8}, "trajectory": {"steps": 64}}
 REPORT_ATTR_K = 8  # report: attribution with k directions (column 1 = the k=1 lambda_1 contributions)
+ORBIT_STEPS = 64  # loop steps orbit_type looks at (at least; the spectrum's T if longer)
 HUGINN_PRETRAINING_STEPS = (6144, 10752, 11904, 17920, 23808, 29824, 35840, 41728)
 PRESETS = {"huginn-pretraining": [f"tomg-group-umd/step-{s:08d}-recurrence_full_512_0"
                                   for s in HUGINN_PRETRAINING_STEPS] + ["tomg-group-umd/huginn-0125"]}
@@ -44,6 +45,11 @@ class Context:
 def say(args, msg: str) -> None:
     if not getattr(args, "quiet", False):
         print(msg, flush=True)
+
+
+def transient(args) -> dict:
+    """--warmup / --renorm-every as engine options (recorded in the settings)."""
+    return {"warmup": _or(getattr(args, "warmup", None), 0), "renorm_every": _or(getattr(args, "renorm_every", None), 1)}
 
 
 def _or(value, default):
@@ -87,8 +93,8 @@ def common_settings(args, loaded: Loaded, analysis: str, prompts: list[Prompt]) 
 class _Unit:
     """What a long per-prompt computation may use: its scan checkpointer, a step progress bar, hooks."""
 
-    def __init__(self, runner: Runner, key: str):
-        self.runner, self.key = runner, key
+    def __init__(self, runner: Runner, key: str, index: int):
+        self.runner, self.key, self.index = runner, key, index
 
     def checkpointer(self):
         return self.runner.store.scan_checkpointer(self.key)
@@ -115,11 +121,12 @@ def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts
     def compute(unit: str, inputs: dict) -> dict:
         key = loopjax.prompt_key(args.seed, inputs["index"])
         ids = jnp.asarray(inputs["token_ids"], jnp.int32)
-        return analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit)))
+        return analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit, inputs["index"])))
 
     records = runner.units(units, compute, desc=f"{loaded.name} {analysis.name}")
     results = [analysis.from_record(rec["result"]) for rec in records]
-    summary = loopjax.summarize(results, kind=analysis.kind)
+    summary = loopjax.summarize(results, kind=analysis.kind,
+                                **analysis.summary_extras([rec["result"] for rec in records]))
     res = header(analysis.name, loaded.info, store, software_versions())
     res["summary"] = summary.to_json()
     res["prompts"] = prompt_entries(records)
@@ -142,7 +149,8 @@ def cmd_spectrum(args, ctx: Context) -> int:
     k, steps = _or(args.k, PAPER["spectrum"]["k"]), _or(args.steps, PAPER["spectrum"]["steps"])
     check_k(k, tokens, loaded.model.config.hidden_size, prompts)
     r = run_analysis(args, ctx, SPECTRUM, loaded, prompts, tokens, out, k=k, steps=steps,
-                     checkpoint_every=args.checkpoint_every)
+                     checkpoint_every=args.checkpoint_every, **transient(args), probe_seeds=args.probe_seeds,
+                     orbit_steps=max(ORBIT_STEPS, steps), perturbation=False)
     s = r["summary"]
     say(args, f"spectrum: lambda1 = {s['lambda1_mean']:+.4f} +/- {s['lambda1_std']:.4f}, "
               f"{100 * s['fraction_positive']:.1f}% positive, range [{s['range_min']:+.3f}, "
@@ -154,7 +162,7 @@ def cmd_attribute(args, ctx: Context) -> int:
     loaded, prompts, tokens, out = _setup(args)
     k, steps = _or(args.k, PAPER["attribution"]["k"]), _or(args.steps, PAPER["attribution"]["steps"])
     check_k(k, tokens, loaded.model.config.hidden_size, prompts)
-    r = run_analysis(args, ctx, ATTRIBUTION, loaded, prompts, tokens, out, k=k, steps=steps)
+    r = run_analysis(args, ctx, ATTRIBUTION, loaded, prompts, tokens, out, k=k, steps=steps, **transient(args))
     s = r["summary"]
     say(args, f"attribution: lambda1 total = {s['lambda1_total_mean']:+.4f}; largest expansion in "
               f"{s['largest_expanding_sublayer']} -> {out / 'attribution' / 'results.json'}")
@@ -198,6 +206,7 @@ def run_sweep(args, ctx: Context, checkpoints, prompts: list[Prompt], out: Path,
         check_source_exists(src)
     settings = {"analysis": "sweep", "checkpoints": [[s, r] for s, r in checkpoints], "dtype": args.dtype,
                 "x64": bool(args.x64), "seed": int(args.seed), "key_scheme": KEY_SCHEME, "steps": steps, "k": 1,
+                **transient(args),
                 "prompts_file": str(args.prompts) if args.prompts else None,
                 "prompt_set": "custom" if args.prompts else "builtin-20", "n_prompts": len(prompts),
                 "prompt_digest": prompt_set_digest(prompts), "xla_flags": os.environ.get("XLA_FLAGS") or None}
@@ -216,7 +225,7 @@ def run_sweep(args, ctx: Context, checkpoints, prompts: list[Prompt], out: Path,
 
             def compute(unit, inputs, loaded=loaded):
                 v = loopjax.lambda1(loaded.model, jnp.asarray(inputs["token_ids"], jnp.int32), steps=steps,
-                                    key=loopjax.prompt_key(args.seed, inputs["index"]))
+                                    key=loopjax.prompt_key(args.seed, inputs["index"]), **transient(args))
                 return {"lambda1": float(v), "model": loaded.info}
 
             records = runner.units(units, compute, desc=f"sweep {c + 1}/{len(checkpoints)} {loaded.name}")
@@ -282,9 +291,11 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
     t0 = time.perf_counter()
     results = {
         "spectrum": run_analysis(args, ctx, SPECTRUM, loaded, prompts, tokens, out, k=rs["spectrum_k"],
-                                 steps=rs["spectrum_steps"], checkpoint_every=args.checkpoint_every),
+                                 steps=rs["spectrum_steps"], checkpoint_every=args.checkpoint_every,
+                                 **transient(args), probe_seeds=args.probe_seeds,
+                                 orbit_steps=max(ORBIT_STEPS, rs["spectrum_steps"]), perturbation=True),
         "attribution": run_analysis(args, ctx, ATTRIBUTION, loaded, prompts, tokens, out, k=rs["attr_k"],
-                                    steps=rs["attr_steps"]),
+                                    steps=rs["attr_steps"], **transient(args)),
         "similarity": run_analysis(args, ctx, SIMILARITY, loaded, prompts, tokens, out, loops=rs["loops"]),
         "trajectory": run_analysis(args, ctx, TRAJECTORY, loaded, prompts, tokens, out, steps=rs["traj_steps"]),
     }

@@ -10,7 +10,7 @@ from loopjax.cli.session import CLIError
 
 # options that count something: None (not given) or an integer >= 1
 COUNT_OPTIONS = ("k", "steps", "max_prompts", "checkpoint_every", "spectrum_steps", "attr_k", "attr_steps", "loops",
-                 "traj_steps", "sweep_steps", "jobs")
+                 "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds")
 SEED_MAX = 2**63 - 1
 
 
@@ -25,6 +25,8 @@ def seed_type(text: str) -> int:
 
 
 def check_counts(args) -> None:
+    if getattr(args, "warmup", None) is not None and args.warmup < 0:
+        raise CLIError(f"--warmup must be >= 0, got {args.warmup}")
     for name in COUNT_OPTIONS:
         v = getattr(args, name, None)
         if v is not None and v < 1:
@@ -81,6 +83,18 @@ def _add_common(p: argparse.ArgumentParser, *, model: bool = True, report: bool 
     g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _add_transient(p, probe_seeds: bool = False) -> None:
+    g = p.add_argument_group("transient and estimator")
+    g.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="loop steps (with QR) run before recording starts; default 0")
+    g.add_argument("--renorm-every", type=int, default=None, metavar="R",
+                   help="QR every R steps (tangents grow un-normalised in between); default 1")
+    if probe_seeds:
+        g.add_argument("--probe-seeds", type=int, default=None, metavar="N",
+                       help="also rerun each prompt with N other probe keys (same start state) and report the "
+                            "spread of the exponents")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="loopjax", formatter_class=_Fmt,
@@ -107,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for each prompt (the state is the prompt's whole (L, H) residual "
                                    "stream). Writes OUT/spectrum/results.json and figures.")
     _add_common(p, k_default=commands.PAPER["spectrum"]["k"], steps_default=commands.PAPER["spectrum"]["steps"])
+    _add_transient(p, probe_seeds=True)
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="run the scan in segments of N steps and save (state, probes, log growth, step) "
                         "with orbax after each; --resume continues from the latest")
@@ -118,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sublayer exponents sum to the loop's. k=1 gives each sublayer's "
                                    "contribution to lambda_1; k>1 adds a sublayer x direction heatmap.")
     _add_common(p, k_default=commands.PAPER["attribution"]["k"], steps_default=commands.PAPER["attribution"]["steps"])
+    _add_transient(p, probe_seeds=False)
     p.set_defaults(func=commands.cmd_attribute)
 
     p = sub.add_parser("sweep", formatter_class=_Fmt,
@@ -130,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(commands.PRESETS), default=None,
                    help="a named checkpoint list (prepended to --checkpoints)")
     _add_common(p, model=False, steps_default=commands.PAPER["sweep"]["steps"])
+    _add_transient(p, probe_seeds=False)
     p.set_defaults(func=commands.cmd_sweep)
 
     p = sub.add_parser("similarity", formatter_class=_Fmt,
@@ -158,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, report=True, k_default=commands.PAPER["spectrum"]["k"],
                 steps_help="if given, the step count of every analysis (overrides the per-analysis "
                            "defaults below)")
+    _add_transient(p, probe_seeds=True)
     p.add_argument("--spectrum-steps", type=int, default=None,
                    help=f"spectrum T (default {commands.PAPER['spectrum']['steps']})")
     p.add_argument("--attr-k", type=int, default=commands.REPORT_ATTR_K,
