@@ -9,13 +9,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # isort: split
-from loopjax.analysis import (attribution, convergence, lambda1, lambda1_finite, orbit, prompt_key, similarity,
-                              spectrum, spectrum_probe_seeds, split_key)
+from loopjax.analysis import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
+                              similarity, spectrum, spectrum_probe_seeds, split_key)
 from loopjax.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 from loopjax.loading import convert, load, source_dir
 from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
-from loopjax.model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model, sublayer_maps,
-                           trajectory)
+from loopjax.model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
+                           scale_injection, sublayer_maps, trajectory, validate_ids)
 from loopjax.summary import summarize
 from loopjax.weights import save_hf, to_hf_tensors
 
@@ -26,4 +26,4 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "benettin_sublayers", "benettin_continue", "concatenate", "LyapunovResult", "prompt_key", "split_key",
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
            "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
-           "lambda1_finite"]
+           "lambda1_finite", "scale_injection", "padded_length", "validate_ids"]

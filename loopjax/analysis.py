@@ -8,10 +8,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from loopjax.dynamics import lambda1_perturbation, orbit_type
 from loopjax.lyapunov import benettin, benettin_sublayers
 from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
+from loopjax.model import init_state as init_state_of
 
 
 def prompt_key(seed: int, index: int):
@@ -27,6 +29,11 @@ def prompt_key(seed: int, index: int):
         start from the same z_0, and `loopjax spectrum --seed S` prompt i is exactly
         `loopjax.spectrum(model, ids_i, k=..., steps=..., key=prompt_key(S, i))`.
     """
+    for name, v, hi in (("seed", seed, 2**63 - 1), ("index", index, 2**32 - 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if not 0 <= v <= hi:
+            raise ValueError(f"{name} must be in [0, {hi}], got {v}")
     return jax.random.fold_in(jax.random.key(int(seed)), int(index))
 
 
@@ -48,13 +55,85 @@ def _per_prompt(run, model: LoopModel, tokens, key, init_state, probes):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
 
 
-def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None, init_state=None, **engine):
+def _is_ragged(tokens) -> bool:
+    """A list/tuple of 1-D prompts (possibly of different lengths), as opposed to one (L,) or (B, L) array."""
+    return isinstance(tokens, (list, tuple)) and len(tokens) > 0 and all(jnp.ndim(t) == 1 for t in tokens) and \
+        not all(isinstance(t, (int, np.integer)) for t in tokens)
+
+
+def padded_length(length: int, pad_multiple: int = 8) -> int:
+    """The bucket a prompt of `length` tokens is padded to: the next multiple of pad_multiple."""
+    return -(-int(length) // pad_multiple) * pad_multiple
+
+
+def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_multiple: int, engine: dict):
+    """Prompts of different lengths as padded batches, one vmapped program per bucket.
+
+    Prompt i (key fold_in(key, i), as for a (B, L) batch) is right-padded to its bucket with token 0; its
+    start state is drawn for the unpadded prompt and zero-padded; its probes are drawn for the unpadded
+    state and zero-padded; after every JVP the tangents are projected onto the real positions
+    (`tangent_mask`). Causal attention makes the real positions autonomous (the pads never feed them), so
+    each prompt's exponents equal its single-prompt call with the same key, up to float rounding of the
+    larger matmuls. `key` may also be a list with one key per prompt (used as is, e.g. prompt_key(seed, i)
+    for a subset of a prompt set). Returns one result per prompt (unpadded final state and probes), in order."""
+    prompts = [check_ids(model, t, ndim=(1,), what=f"prompt {i}") for i, t in enumerate(prompts)]
+    if isinstance(key, (list, tuple)):
+        if len(key) != len(prompts):
+            raise ValueError(f"got {len(key)} keys for {len(prompts)} prompts")
+        keys = [default_key(kk) for kk in key]
+    else:
+        keys = [jax.random.fold_in(default_key(key), i) for i in range(len(prompts))]
+    H = model.config.hidden_size
+    buckets: dict[int, list[int]] = {}
+    for i, ids in enumerate(prompts):
+        buckets.setdefault(padded_length(ids.shape[0], pad_multiple), []).append(i)
+    out = [None] * len(prompts)
+    for Lb, members in buckets.items():
+        ids_b, z0_b, q_b, m_b = [], [], [], []
+        for i in members:
+            L = prompts[i].shape[0]
+            if k > L * H:
+                raise ValueError(f"k={k} probes exceed the state dimension d={L * H} of prompt {i}")
+            state_key, probe_key = split_key(keys[i])
+            z0 = init_state_of(model, prompts[i], key=state_key)
+            ids_b.append(jnp.pad(prompts[i], (0, Lb - L)))
+            z0_b.append(jnp.pad(z0, ((0, Lb - L), (0, 0))))
+            q = jax.random.normal(probe_key, (L * H, k), z0.dtype)
+            q_b.append(jnp.pad(jnp.linalg.qr(q, mode="reduced")[0], ((0, (Lb - L) * H), (0, 0))))
+            m_b.append(jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], (Lb, H)))
+
+        def one(ids, z0, q0, mask):
+            if sublayers:
+                names, maps, _ = sublayer_maps(model, ids, init_state=z0)
+                return benettin_sublayers(maps, z0, k=k, steps=steps, probes=q0, names=names, tangent_mask=mask,
+                                          **engine)
+            f, _ = loop_map(model, ids, init_state=z0)
+            return benettin(f, z0, k=k, steps=steps, probes=q0, tangent_mask=mask, **engine)
+
+        res = jax.vmap(one)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
+        for b, i in enumerate(members):
+            L = prompts[i].shape[0]
+            r = jax.tree.map(lambda x, b=b: x[b], res)
+            out[i] = r.replace(final_state=r.final_state[:L], final_probes=r.final_probes[:L * H])
+    return out
+
+
+def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None, init_state=None, pad_multiple=8,
+             **engine):
     """Top-k Lyapunov spectrum of the loop map over a prompt's whole state (L, H) by Benettin's algorithm.
 
     Returns a LyapunovResult: exponents (k,) in column order (`.sorted()` sorts), log_growth (steps, k),
-    running averages; with (B, L) tokens every field gets a leading prompt axis. `engine` passes warmup,
-    renorm_every, probe_chunk, mesh through to loopjax.benettin.
+    running averages; with (B, L) tokens every field gets a leading prompt axis. A list of prompts of
+    different lengths runs as padded batches (one compiled, vmapped program per length bucket of
+    `pad_multiple` tokens) and returns a list with one result per prompt, equal to the single-prompt calls
+    with keys fold_in(key, i). `engine` passes warmup, renorm_every, probe_chunk, mesh, remat through to
+    loopjax.benettin.
     """
+    if _is_ragged(tokens):
+        if probes is not None or init_state is not None:
+            raise ValueError("a list of prompts takes no probes= / init_state= (they are drawn per prompt)")
+        return _ragged(model, tokens, key, k=k, steps=steps, sublayers=False, pad_multiple=pad_multiple,
+                       engine=engine)
     def run(toks, state_key, probe_key, z0, q0):
         f, z0 = loop_map(model, toks, key=state_key, init_state=z0)
         return benettin(f, z0, k=k, steps=steps, key=probe_key, probes=q0, **engine)
@@ -62,10 +141,17 @@ def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None,
     return _per_prompt(run, model, tokens, key, init_state, probes)
 
 
-def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=None, init_state=None, **engine):
+def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=None, init_state=None, pad_multiple=8,
+                **engine):
     """Per-sublayer exponents: Benettin with a QR after every named sublayer (Ouro: each decoder layer and the
     final norm; Huginn: the adapter and each core block). exponents (n_sub, k) sum over sublayers to the
-    full-step spectrum from the same start; `.names` names the rows."""
+    full-step spectrum from the same start; `.names` names the rows. A list of prompts runs as padded
+    batches, as in `spectrum`."""
+    if _is_ragged(tokens):
+        if probes is not None or init_state is not None:
+            raise ValueError("a list of prompts takes no probes= / init_state= (they are drawn per prompt)")
+        return _ragged(model, tokens, key, k=k, steps=steps, sublayers=True, pad_multiple=pad_multiple,
+                       engine=engine)
     def run(toks, state_key, probe_key, z0, q0):
         names, maps, z0 = sublayer_maps(model, toks, key=state_key, init_state=z0)
         return benettin_sublayers(maps, z0, k=k, steps=steps, key=probe_key, probes=q0, names=names, **engine)
@@ -74,9 +160,11 @@ def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=Non
 
 
 def lambda1(model: LoopModel, tokens, steps=32, key=None, probes=None, init_state=None, **engine):
-    """The single-probe estimate of the largest exponent (one per prompt for (B, L) tokens)."""
-    return spectrum(model, tokens, k=1, steps=steps, key=key, probes=probes, init_state=init_state,
-                    **engine).exponents[..., 0]
+    """The single-probe estimate of the largest exponent (one per prompt for (B, L) tokens or a list)."""
+    r = spectrum(model, tokens, k=1, steps=steps, key=key, probes=probes, init_state=init_state, **engine)
+    if isinstance(r, list):
+        return jnp.stack([x.exponents[0] for x in r])
+    return r.exponents[..., 0]
 
 
 @partial(jax.jit, static_argnames="loops")

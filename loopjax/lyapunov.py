@@ -155,8 +155,9 @@ def spread(exponents_stack, axis=0):
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "warmup", "renorm_every", "probe_chunk", "mesh",
-                                             "squeeze"))
-def _core(maps, z0, Q0, s0, c0, t0, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze):
+                                             "squeeze", "remat"))
+def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze,
+          remat=False):
     dt, shape, n = z0.dtype, z0.shape, warmup + steps
     k = Q0.shape[1]
 
@@ -172,7 +173,12 @@ def _core(maps, z0, Q0, s0, c0, t0, *, steps, warmup, renorm_every, probe_chunk,
         else:
             W = jax.lax.map(col, Q.T, batch_size=probe_chunk).T
         W = constrain(W, P(None, mesh.axis_names if mesh is not None else None))
+        if mask is not None:  # confine the tangents to the masked coordinates (exact for a block-triangular J)
+            W = W * mask.reshape(-1, 1).astype(dt)
         return u_next, constrain(W, P())
+
+    def norm(z):  # of the masked coordinates only, when there is a mask
+        return jnp.linalg.norm((z if mask is None else z * mask.astype(z.dtype)).reshape(-1))
 
     def qr(W):
         Q, R = jnp.linalg.qr(W, mode="reduced")
@@ -198,8 +204,10 @@ def _core(maps, z0, Q0, s0, c0, t0, *, steps, warmup, renorm_every, probe_chunk,
         y = jnp.where(in_warmup, 0, lg) - c
         s_new = s + y
         c = (s_new - s) - y
-        return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), jnp.linalg.norm(z.reshape(-1)))
+        return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), norm(z))
 
+    if remat:  # reverse mode stores only the carry per step and recomputes the step's internals
+        step = jax.checkpoint(step)
     with jax.default_matmul_precision("highest"):
         (z, Q, s, c), (lg_all, sums, state_ok, norms) = jax.lax.scan(
             step, (z0, Q0, s0, c0), jnp.arange(n))
@@ -213,7 +221,7 @@ def _core(maps, z0, Q0, s0, c0, t0, *, steps, warmup, renorm_every, probe_chunk,
         running=running,
         final_state=z,
         final_probes=constrain(Q, P()),
-        state_norms=jnp.concatenate([norms[warmup:], jnp.linalg.norm(z.reshape(-1))[None]]),
+        state_norms=jnp.concatenate([norms[warmup:], norm(z)[None]]),
         state_ok=state_ok,
         lg_all=lg_all,
         log_sum=s,
@@ -252,8 +260,18 @@ def _check_int(name, value, lo):
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
+def _masked_probes(key, mask, k, dt):
+    """Orthonormal probes drawn on the coordinates where mask is True (in order) and zero elsewhere: for a
+    prefix mask (right padding) they equal the unpadded problem's probes, row for row."""
+    idx = np.flatnonzero(np.asarray(mask).reshape(-1))
+    if k > idx.size:
+        raise ValueError(f"k={k} probes exceed the {idx.size} coordinates tangent_mask leaves free")
+    q = _random_probes(key, d=int(idx.size), k=k, dtype=jnp.dtype(dt))
+    return jnp.zeros((np.asarray(mask).size, k), dt).at[idx].set(q)
+
+
 def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze,
-         previous=None):
+         previous=None, remat=False, tangent_mask=None):
     if len(maps) == 0:
         raise ValueError("maps is empty: need at least one map")
     maps = tuple(g if isinstance(g, Partial) else Partial(g) for g in maps)
@@ -294,8 +312,16 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
         Q0 = probes if probes.dtype == dt else probes.astype(dt)
     elif key is None:
         raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
+    elif tangent_mask is not None:
+        if _is_traced(tangent_mask):
+            raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
+        Q0 = _masked_probes(key, tangent_mask, k, dt)
     else:
         Q0 = _random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+    if tangent_mask is not None:
+        tangent_mask = jnp.asarray(tangent_mask)
+        if tangent_mask.shape != z0.shape:
+            raise ValueError(f"tangent_mask must have the state's shape {z0.shape}, got {tangent_mask.shape}")
 
     shape = (len(maps), k)
     if previous is None:
@@ -306,8 +332,8 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
         t0 = previous.total_steps
     if mesh is not None and not _is_traced(z0, Q0):
         z0, Q0 = jax.device_put((z0, Q0), NamedSharding(mesh, P()))
-    out = _core(maps, z0, Q0, s0, c0, jnp.asarray(t0, dt), steps=steps, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze)
+    out = _core(maps, z0, Q0, s0, c0, jnp.asarray(t0, dt), tangent_mask, steps=steps, warmup=warmup,
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze, remat=remat)
     if not _is_traced(out):
         _raise_if_nonfinite(np.asarray(out["lg_all"]), np.asarray(out["state_ok"]), warmup, names)
     return LyapunovResult(
@@ -336,21 +362,30 @@ def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
 
 
 def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=None, warmup: int = 0,
-             renorm_every: int = 1, probe_chunk: int | None = None, mesh=None) -> LyapunovResult:
+             renorm_every: int = 1, probe_chunk: int | None = None, mesh=None, remat: bool = False,
+             tangent_mask=None) -> LyapunovResult:
     """The k leading-by-construction Lyapunov exponents of z -> f(z), with log_growth (steps, k).
 
     `probes` (d, k), if given, must be orthonormal and is used as is (so a run continued from
     (final_state, final_probes) reproduces an uninterrupted one); otherwise `key` draws them.
     Raises ValueError on bad inputs and FloatingPointError if state or log-growth become non-finite.
+    The exponents are differentiable (jax.grad with respect to anything f closes over); `remat=True`
+    checkpoints the scan body so reverse mode keeps one carry per step instead of every intermediate.
+    `tangent_mask` (bool/0-1 array of z's shape) zeroes the tangents outside the mask after every JVP, i.e.
+    the exponents of the masked diagonal block of J (exact when J is block lower-triangular over the
+    blocks, as a causal loop map is over positions: padding, per-token spectra); random probes are then
+    drawn on the masked coordinates only.
     """
     return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=None, squeeze=True)
+                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=None, squeeze=True,
+                remat=remat, tangent_mask=tangent_mask)
 
 
 def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps: int, key=None,
                        probes=None, warmup: int = 0, renorm_every: int = 1,
                        probe_chunk: int | None = None, mesh=None,
-                       names: Sequence[str] | None = None) -> LyapunovResult:
+                       names: Sequence[str] | None = None, remat: bool = False,
+                       tangent_mask=None) -> LyapunovResult:
     """Per-sublayer exponents (n_maps, k) of the step maps[-1] o ... o maps[0], QR after every map.
 
     `names` (optional) labels the maps; it defaults to ("map0", "map1", ...).
@@ -362,7 +397,7 @@ def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps:
         raise ValueError(f"got {len(names)} names for {len(maps)} maps")
     return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
-                squeeze=False)
+                squeeze=False, remat=remat, tangent_mask=tangent_mask)
 
 
 def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_every: int = 1,

@@ -19,9 +19,15 @@ from loopjax.models import architecture
 
 @struct.dataclass
 class LoopModel:
-    """Weights (a pytree leaf collection) plus the architecture config as static metadata."""
+    """Weights (a pytree leaf collection) plus the architecture config as static metadata.
+
+    `injection_scale` (a leaf: a scalar, so it can be traced, vmapped and differentiated) and
+    `injection_mode` (static) transform the input injection of architectures that have one; see
+    `loopjax.scale_injection`. Both are unset for a loaded model."""
     params: Any
     config: Any = struct.field(pytree_node=False)
+    injection_scale: Any = None
+    injection_mode: str | None = struct.field(pytree_node=False, default=None)
 
     @property
     def arch(self):
@@ -88,6 +94,36 @@ def check_ids(model: LoopModel, input_ids, ndim=(1, 2), what: str = "input_ids")
     return ids.astype(jnp.int32)
 
 
+def validate_ids(model: LoopModel, input_ids):
+    """Token ids as int32, with the vocabulary range checked by `jax.experimental.checkify.check`, so the check
+    also runs inside jitted code, where `check_ids` cannot see the values (and an out-of-vocabulary id would
+    silently give NaN). Functionalise your function with checkify to get the error::
+
+        from jax.experimental import checkify
+
+        @jax.jit
+        def f(model, ids):
+            return loopjax.logits(model, loopjax.validate_ids(model, ids))
+
+        err, out = checkify.checkify(f)(model, ids)   # or jax.jit(checkify.checkify(f))
+        err.throw()                                   # JaxRuntimeError naming the bad ids' range
+
+    Traced without checkify, jax refuses it ("Cannot abstractly evaluate a checkify.check which was not
+    functionalized"): that is the point, the check cannot be dropped silently. Rank, dtype and emptiness are
+    checked by `check_ids` (they are static); with concrete ids (outside jit/checkify) a bad id raises
+    its ValueError at once."""
+    from jax.experimental import checkify
+
+    ids = check_ids(model, input_ids)
+    if _concrete(ids):
+        return ids
+    rows = model.config.embedding_rows
+    checkify.check(jnp.all((ids >= 0) & (ids < rows)),
+                   f"token id(s) out of vocabulary [0, {rows}): ids range from {{lo}} to {{hi}}",
+                   lo=ids.min(), hi=ids.max())
+    return ids
+
+
 def check_steps(steps, model: LoopModel) -> int:
     steps = model.config.default_steps if steps is None else steps
     if int(steps) != steps or steps < 1:
@@ -132,7 +168,39 @@ class Sublayer:
 
 @jax.jit
 def _context(model: LoopModel, ids):
-    return model.arch.context(model.params, model.config, ids)
+    ctx = model.arch.context(model.params, model.config, ids)
+    return _transform_injection(model, ctx)
+
+
+def _transform_injection(model: LoopModel, ctx: dict) -> dict:
+    """Apply the model's injection transform: e -> mean over positions (mode "mean"), then e -> alpha * e."""
+    if model.injection_scale is None and model.injection_mode is None:
+        return ctx
+    ctx = dict(ctx)
+    for name in model.arch.injection_fields():
+        e = ctx[name]
+        if model.injection_mode == "mean":
+            e = jnp.broadcast_to(jnp.mean(e, axis=-2, keepdims=True), e.shape)
+        if model.injection_scale is not None:
+            e = jnp.asarray(model.injection_scale, e.dtype) * e
+        ctx[name] = e
+    return ctx
+
+
+def scale_injection(model: LoopModel, alpha, *, mode: str | None = None) -> LoopModel:
+    """The same model with its input injection e replaced by alpha * e: the adapter's input becomes
+    concat(z, alpha * e) (Huginn). alpha = 1 is the model itself, bit for bit; alpha = 0 removes the
+    injection (the adapter sees concat(z, 0)). `mode="mean"` first replaces e by its mean over the prompt's
+    positions (every position gets the same injection). alpha is a pytree leaf: the result composes with
+    every analysis, with jax.vmap over a batch of alphas and with jax.grad with respect to alpha.
+    Architectures without an injection (Ouro) raise ValueError."""
+    if not model.arch.injection_fields():
+        raise ValueError(f"{model.arch.name} has no input injection to scale (only Huginn-style models do)")
+    if mode not in (None, "mean"):
+        raise ValueError(f"mode must be None or 'mean', got {mode!r}")
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        alpha = jnp.asarray(alpha, compute_dtype())
+    return model.replace(injection_scale=alpha, injection_mode=mode or model.injection_mode)
 
 
 @jax.jit

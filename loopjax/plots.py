@@ -170,24 +170,42 @@ def plot_attribution_heatmap(path, names: Sequence[str], exponents: np.ndarray, 
         return _save(fig, path)
 
 
-def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str) -> Path:
+def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str,
+               training_steps: Sequence[int | None] | None = None) -> Path:
     """lambda_1 across checkpoints: mean over prompts with +/- 1 std error bars, prompts as dots.
-    ``lam1``: (C, P)."""
+    ``lam1``: (C, P). With ``training_steps`` (the training step of each checkpoint, None for a final
+    model) the x axis is the training step, as the paper's Fig. 3, and final models are black stars."""
     with plt.rc_context(_RC):
         v = np.asarray(lam1, dtype=np.float64)
         C, P = v.shape
-        x = np.arange(C)
+        known = [s for s in (training_steps or []) if s is not None]
+        by_step = bool(known)
+        if by_step:
+            gap = max(known) * 0.08 if max(known) > 0 else 1.0
+            x = np.array([s if s is not None else max(known) + gap * (1 + j) for j, s in
+                          enumerate(training_steps)], dtype=np.float64)
+            jitter = gap * 0.15
+        else:
+            x = np.arange(C, dtype=np.float64)
+            jitter = 0.12
         fig, ax = plt.subplots(figsize=(max(6.5, 0.7 * C + 2.5), 4.4))
         rng = np.random.default_rng(0)
         for c in range(C):
-            ax.scatter(x[c] + rng.uniform(-0.12, 0.12, P), v[c], s=9, color=OKABE_ITO[5], alpha=0.6,
+            ax.scatter(x[c] + rng.uniform(-jitter, jitter, P), v[c], s=9, color=OKABE_ITO[5], alpha=0.6,
                        lw=0, label="per prompt" if c == 0 else None, zorder=2)
-        ax.errorbar(x, v.mean(1), yerr=v.std(1) if P > 1 else None, fmt="o-", color=OKABE_ITO[0],
-                    capsize=4, lw=1.8, ms=6, label="mean" + (" $\\pm$1 std over prompts" if P > 1 else ""),
-                    zorder=3)
+        inter = np.array([not by_step or training_steps[c] is not None for c in range(C)])
+        ax.errorbar(x[inter], v.mean(1)[inter], yerr=v.std(1)[inter] if P > 1 else None, fmt="o-",
+                    color=OKABE_ITO[0], capsize=4, lw=1.8, ms=6,
+                    label="mean" + (" $\\pm$1 std over prompts" if P > 1 else ""), zorder=3)
+        if (~inter).any():
+            ax.errorbar(x[~inter], v.mean(1)[~inter], yerr=v.std(1)[~inter] if P > 1 else None, fmt="*",
+                        color="black", ms=13, capsize=4, label="final model", zorder=4)
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
-        ax.set_xticks(x, list(labels), rotation=35 if C > 3 else 0, ha="right" if C > 3 else "center")
-        ax.set_xlabel("checkpoint")
+        if by_step:
+            ax.set_xlabel("training step")
+        else:
+            ax.set_xticks(x, list(labels), rotation=35 if C > 3 else 0, ha="right" if C > 3 else "center")
+            ax.set_xlabel("checkpoint")
         ax.set_ylabel("$\\lambda_1$ (single probe, per loop)")
         ax.set_title(f"{title}: $\\lambda_1$ across checkpoints ({P} prompts)")
         ax.legend(loc="best", fontsize=9)
@@ -268,4 +286,55 @@ def plot_convergence(path, step_norms: np.ndarray, state_norms: np.ndarray, mode
         ax.set_title("state norm")
         ax.legend(loc="best", fontsize=9)
         fig.suptitle(f"{model}: loop trajectory over {T} steps ({P} prompts)")
+        return _save(fig, path)
+
+
+def plot_models_running(path, models: Sequence[tuple[str, Sequence[np.ndarray]]], top: int = 5) -> Path:
+    """The paper's Fig. 1 for several models side by side: running-average top-``top`` exponents (mean
+    over prompts, band = +/- 1 s.e.), one panel per model. ``models``: (name, per-prompt log growths)."""
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False)
+        for ax, (name, lgs) in zip(axes[0], models):
+            runs = np.stack([top_running(lg, top) for lg in lgs])
+            P, T, n = runs.shape
+            t = np.arange(1, T + 1)
+            mean = runs.mean(0)
+            sem = runs.std(0, ddof=1) / np.sqrt(P) if P > 1 else np.zeros_like(mean)
+            for i in range(n):
+                c = OKABE_ITO[i % len(OKABE_ITO)]
+                ax.plot(t, mean[:, i], color=c, lw=1.6, label=f"$\\lambda_{{{i + 1}}}$ ({mean[-1, i]:+.3f})")
+                ax.fill_between(t, mean[:, i] - sem[:, i], mean[:, i] + sem[:, i], color=c, alpha=0.12, lw=0)
+            ax.axhline(0, color="0.3", lw=0.8, ls="--")
+            ax.set_xlabel("loop step t")
+            ax.set_title(f"{name} ({P} prompts)")
+            ax.legend(loc="best", fontsize=8)
+        axes[0][0].set_ylabel("running average of log growth")
+        fig.suptitle(f"Top-{top} Lyapunov exponents, running averages (band = ±1 s.e.)")
+        return _save(fig, path)
+
+
+def plot_models_attribution(path, models: Sequence[tuple[str, Sequence[str], np.ndarray]]) -> Path:
+    """The paper's Fig. 2 for several models side by side: per-sublayer contributions to lambda_1 (bars,
+    mean +/- std over prompts) and the cumulative lambda_1 (line). ``models``: (name, sublayer names,
+    contributions (P, n_sub))."""
+    with plt.rc_context(_RC):
+        widths = [max(3.0, 0.3 * len(names) + 2) for _, names, _ in models]
+        fig, axes = plt.subplots(1, len(models), figsize=(sum(widths) + 1, 4.2), squeeze=False,
+                                 gridspec_kw={"width_ratios": widths})
+        for ax, (name, names, contributions) in zip(axes[0], models):
+            c = np.asarray(contributions, dtype=np.float64)
+            P, n = c.shape
+            x = np.arange(n)
+            mean = c.mean(0)
+            ax.bar(x, mean, yerr=c.std(0) if P > 1 else None, capsize=2, alpha=0.85,
+                   color=[OKABE_ITO[0] if v >= 0 else OKABE_ITO[3] for v in mean])
+            ax.plot(x, np.cumsum(c, axis=1).mean(0), "D-", color=OKABE_ITO[1], lw=1.5, ms=3,
+                    label="cumulative $\\lambda_1$")
+            ax.axhline(0, color="0.3", lw=0.8)
+            tilt = n > 6 or max(len(str(nm)) for nm in names) > 8
+            ax.set_xticks(x, list(names), rotation=45 if tilt else 0, ha="right" if tilt else "center", fontsize=8)
+            ax.set_title(f"{name}: $\\lambda_1$ = {np.cumsum(c, axis=1).mean(0)[-1]:+.3f}")
+            ax.legend(loc="best", fontsize=8)
+        axes[0][0].set_ylabel("contribution to $\\lambda_1$ (per loop)")
+        fig.suptitle("Per-sublayer contributions to $\\lambda_1$ (blue: expanding, vermillion: contracting)")
         return _save(fig, path)

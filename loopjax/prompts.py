@@ -40,7 +40,7 @@ _BUILTIN = (
     ("The speed of light in a vacuum is approximately", "declarative"),
     ("A prime number is a natural number greater than one that", "declarative"),
     # narrative: story openings
-    ("Once upon a time, in a kingdom far away,", "narrative"),
+    ("Once upon a time, in a kingdom far away;", "narrative"),
     ("The old man slowly opened the door and saw", "narrative"),
     ("It was a dark and stormy night, and", "narrative"),
     ("She had never seen the ocean before, so when she", "narrative"),
@@ -59,6 +59,10 @@ _BUILTIN = (
 BUILTIN_PROMPTS: tuple[Prompt, ...] = tuple(Prompt(t, r) for t, r in _BUILTIN)
 assert len(BUILTIN_PROMPTS) == 20
 
+# The checkpoint sweep (the paper's Fig. 3 averages over 5 prompts): the five prompts the paper quotes,
+# which span the three registers (two declarative, one narrative, two instructional).
+SWEEP_PROMPTS: tuple[Prompt, ...] = tuple(BUILTIN_PROMPTS[i] for i in (0, 2, 7, 13, 14))
+
 
 def builtin_prompts() -> list[Prompt]:
     """The 20 built-in prompts, in a fixed order (the prompt index is part of the PRNG key)."""
@@ -66,19 +70,34 @@ def builtin_prompts() -> list[Prompt]:
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    """One prompt per line; blank lines are skipped; trailing newline/CR characters are stripped."""
+    """One prompt per line (UTF-8; a leading byte-order mark is dropped); blank lines are skipped; trailing
+    newline/CR characters are stripped."""
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise IsADirectoryError(f"prompt file {path} is a directory; pass a text file with one prompt per line")
+    if not p.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    lines = p.read_text(encoding="utf-8").splitlines()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot read prompt file {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}, line {line}); "
+                         f"save it as UTF-8") from None
+    lines = text.splitlines()
     prompts = [Prompt(line.rstrip("\r"), "custom") for line in lines if line.strip()]
     if not prompts:
         raise ValueError(f"prompt file {path} holds no prompts")
     return prompts
 
 
-def get_prompts(path: str | Path | None = None, max_prompts: int | None = None) -> list[Prompt]:
-    prompts = load_prompts(path) if path else builtin_prompts()
+def get_prompts(path: str | Path | None = None, max_prompts: int | None = None,
+                default: tuple[Prompt, ...] = BUILTIN_PROMPTS) -> list[Prompt]:
+    """The prompts of --prompts FILE, else `default` (the 20 built-in prompts); the first max_prompts."""
+    prompts = load_prompts(path) if path else list(default)
     if max_prompts is not None:
         if max_prompts < 1:
             raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loopjax.runstore import atomic_write_json, atomic_write_text, utc_now
-from loopjax.summary import summary_from_json
+from loopjax.summary import exponent_table, summary_from_json
 
 
 def _fmt(v: Any, prec: int = 4) -> str:
@@ -65,7 +65,8 @@ def _sections(results: dict) -> list[dict]:
         if name == "sweep":  # name the checkpoints in the per-checkpoint rows
             labels = [c["label"] for c in r["checkpoints"]]
             rows = rows[:2] + [(f"  {lab}", v) for lab, (_, v) in zip(labels, rows[2:])]
-        out.append({"title": title, "blurb": _blurb(name, r), "rows": rows,
+        table = exponent_table(summary) if name == "spectrum" else None
+        out.append({"title": title, "blurb": _blurb(name, r), "rows": rows, "table": table,
                     "figures": [f"{name}/{f}" for f in r["figures"]], "json": f"{name}/results.json"})
     return out
 
@@ -92,6 +93,10 @@ def render_markdown(title: str, model_rows, note: str, sections) -> str:
     for sec in sections:
         lines += [f"## {sec['title']}", "", sec["blurb"], "", "| quantity | value |", "|---|---|"]
         lines += [f"| {k.strip()} | {v} |" for k, v in sec["rows"]]
+        if sec.get("table"):
+            head, rows = sec["table"]
+            lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines += [""] + [f"![{Path(f).stem}]({f})" for f in sec["figures"]]
         lines += ["", f"All numbers: [`{sec['json']}`]({sec['json']})", ""]
     return "\n".join(lines)
@@ -127,6 +132,10 @@ def render_html(title: str, model_rows, note: str, sections) -> str:
             cls = " class='sub'" if k.startswith("  ") else ""
             parts.append(f"<tr{cls}><td>{e(k.strip())}</td><td class='num'>{e(str(v))}</td></tr>")
         parts.append("</table>")
+        if sec.get("table"):
+            head, rows = sec["table"]
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td class='num'>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
         for f in sec["figures"]:
             parts.append(f"<img src='{e(f)}' alt='{e(Path(f).stem)}'>")
         parts.append(f"<p>All numbers: <a href='{e(sec['json'])}'><code>{e(sec['json'])}</code></a></p>")
@@ -157,9 +166,11 @@ def write_index(out: str | Path, info: dict, results: dict, *, seconds: float | 
     return md, ht
 
 
-def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tuple[Path, Path]:
-    """``root/index.{md,html}`` linking the per-model reports, with λ1 and the positive fraction."""
+def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]], figures=()) -> tuple[Path, Path]:
+    """``root/index.{md,html}`` linking the per-model reports, with λ1 and the positive fraction, and the
+    side-by-side model figures (`figures`, paths inside root)."""
     root = Path(root)
+    figures = [Path(f).relative_to(root) for f in figures]
     rows = []
     for name, out, results in done:
         rel = Path(out).relative_to(root) if Path(out).is_relative_to(root) else Path(out)
@@ -172,6 +183,7 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tup
     for name, rel, l1, sd, fp, big in rows:
         md.append(f"| {name} | {_fmt(l1)} ± {_std(sd)} | {100 * (fp or 0):.1f}% | {big} | "
                   f"[{rel}/index.md]({rel}/index.md) |")
+    md += [""] + [f"![{f.stem}]({f})" for f in figures]
     e = html.escape
     ht = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>loopjax reports</title>"
           f"<style>{_CSS}</style></head><body><h1>loopjax reports</h1><p>Generated {e(utc_now())}.</p>"
@@ -182,6 +194,7 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tup
                   f"<td class='num'>{100 * (fp or 0):.1f}%</td><td>{e(str(big))}</td>"
                   f"<td><a href='{e(str(rel))}/index.html'>{e(str(rel))}/index.html</a></td></tr>")
     ht.append("</table>")
+    ht += [f"<img src='{e(str(f))}' alt='{e(f.stem)}'>" for f in figures]
     for name, rel, *_ in rows:
         ht.append(f"<h2>{e(name)}</h2>")
         for sec in ("spectrum/spectrum_running_top5.png", "attribution/attribution_lambda1.png"):
@@ -192,3 +205,17 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]]) -> tup
     atomic_write_text(mdp, "\n".join(md) + "\n")
     atomic_write_text(htp, "\n".join(ht))
     return mdp, htp
+
+
+def ablation_link(out: str | Path) -> str | None:
+    """A Markdown line linking `out/ablation/index.md` (written by `loopjax ablate`) with its alpha*, or None
+    when the folder has no finished ablation."""
+    path = Path(out) / "ablation" / "results.json"
+    if not path.is_file():
+        return None
+    from loopjax.runstore import read_json
+
+    crossing = read_json(path).get("crossing") or {}
+    star = crossing.get("alpha_star")
+    what = (f"α* = {star:.4f}" if star is not None else "no crossing in range")
+    return f"Input-injection ablation (λ1 vs injection scale, {what}): [ablation/index.md](ablation/index.md)"

@@ -23,6 +23,8 @@ import math
 import os
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +137,9 @@ class RunStore:
         saved unit outside them is an error (the run would otherwise end with orphan records)."""
         if self.resume and self.overwrite:
             raise RunError("--resume and --overwrite exclude each other")
-        if self.root.exists() and not self.root.is_dir():
-            raise RunError(f"{self.root} exists and is not a folder")
+        for where in (self.root, *self.root.parents):
+            if where.exists() and not where.is_dir():
+                raise RunError(f"cannot use results folder {self.root}: {where} exists and is not a folder")
         nonempty = self.root.is_dir() and any(self.root.iterdir())
         if nonempty and not self.resume and not self.overwrite:
             raise RunError(f"results folder {self.root} is not empty; pass --resume to continue it or "
@@ -247,9 +250,19 @@ class ScanCheckpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
+        from loopjax.weights import orbax_drained
+
         ocp = self._ocp
-        r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
-                                                                meta=ocp.args.JsonRestore()))
+        try:
+            with orbax_drained():
+                r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
+                                                                        meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - orbax raises anything; the CLI reports one line
+            from loopjax.checkpoint import _short
+
+            raise RunError(f"--resume: scan checkpoint {self.directory / str(step)} is unreadable ({_short(e)}); "
+                           f"delete that folder (the prompt then continues from an earlier checkpoint or starts "
+                           f"over) or rerun with --overwrite") from None
         diff = _first_difference(r.meta.get("settings"), self.settings)
         if diff:
             raise RunError(f"--resume: scan checkpoint {self.directory} was made with different "
@@ -260,15 +273,41 @@ class ScanCheckpointer:
         ocp = self._ocp
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         meta = {"settings": self.settings, "step": int(step), "saved": utc_now()}
+        from loopjax.weights import orbax_drained
+
         try:
-            self.manager.save(int(step), args=ocp.args.Composite(scan=ocp.args.StandardSave(arrays),
-                                                                 meta=ocp.args.JsonSave(meta)), force=True)
-            self.manager.wait_until_finished()
-        except OSError as e:
-            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(e.errno, f"cannot save the scan checkpoint in {self.directory}: "
-                                   f"{e.strerror or e}") from None
+            with orbax_drained():
+                self.manager.save(int(step), args=ocp.args.Composite(scan=ocp.args.StandardSave(arrays),
+                                                                     meta=ocp.args.JsonSave(meta)), force=True)
+                self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - disk full etc.: orbax raises OSError, ValueError, ...
+            self._abandon()
+            reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+            msg = f"cannot save the scan checkpoint in {self.directory}: {reason}"
+            errno = getattr(e, "errno", None)
+            raise (OSError(errno, msg) if errno is not None else OSError(msg)) from None
+
+    def _abandon(self) -> None:
+        """After a failed save: let orbax's background writes finish (so nothing writes into the folder
+        afterwards or reports at exit), close the manager and remove the half-written step folder(s)."""
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.CRITICAL)  # orbax's writer threads log their own failure with a traceback
+        try:
+            for op in (self.manager.wait_until_finished, self.manager.close):
+                try:
+                    op()
+                except Exception:  # noqa: BLE001 - the save already failed; that error is the one reported
+                    pass
+            # the commit threads of the failed save are not awaited by the manager: wait for them (briefly)
+            deadline = time.monotonic() + 30
+            for t in threading.enumerate():
+                if t is not threading.current_thread() and type(t).__module__.startswith("orbax."):
+                    t.join(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            absl.setLevel(level)
+        for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def close(self, remove: bool = False) -> None:
         self.manager.close()

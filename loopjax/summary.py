@@ -143,6 +143,20 @@ class SpectrumSummary(Summary):
         return rows
 
 
+def exponent_table(summary: SpectrumSummary, n: int = 10) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the first n sorted exponents with their uncertainty (the report's second table)."""
+    header = ["i", "mean", "s.e.", "95% CI", "batch s.e.", "drift (last ¼)", "converged", "second half"]
+    rows = []
+    for i in range(min(n, summary.k)):
+        get = lambda xs: xs[i] if len(xs) > i and xs[i] is not None else math.nan  # noqa: E731
+        rows.append([f"λ{i + 1}", f"{get(summary.mean_spectrum_sorted):+.4f}", f"{get(summary.sem_sorted):.4f}",
+                     f"[{get(summary.ci95_lo_sorted):+.4f}, {get(summary.ci95_hi_sorted):+.4f}]",
+                     f"{get(summary.batch_se_sorted):.4f}", f"{get(summary.drift_sorted):.4f}",
+                     "yes" if len(summary.converged_sorted) > i and summary.converged_sorted[i] else "no",
+                     f"{get(summary.mean_spectrum_second_half):+.4f}"])
+    return header, rows
+
+
 def _sorted_running(r: LyapunovResult) -> np.ndarray:
     order = np.argsort(-np.asarray(r.exponents, dtype=np.float64), kind="stable")
     return np.asarray(r.running, dtype=np.float64)[:, order]

@@ -4,7 +4,10 @@ Loading fills the abstract param tree (jax.eval_shape of the model's init): ever
 consumed or listed as ignored, and all missing / unexpected / mis-shaped tensors are reported together.
 File formats (safetensors, orbax) are read and written by loopjax.checkpoint.
 """
+import asyncio
+import contextlib
 import re
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -75,7 +78,8 @@ def plan(config, infos: dict[str, checkpoint.TensorInfo]):
             unexpected.append(f"{name} {list(info.shape)}")
             continue
         if info.dtype not in SAFETENSORS_DTYPES:
-            bad_dtype.append(f"{name} ({info.dtype})")
+            bad_dtype.append(f"{name} {list(info.shape)}: stored as {info.dtype}, expected one of "
+                             f"{', '.join(sorted(SAFETENSORS_DTYPES))}")
         shape = SHAPE_TRANSFORMS[rule[2]](info.shape)
         if shape != expected[path].shape:
             want = SHAPE_TRANSFORMS[rule[2]](expected[path].shape)
@@ -121,18 +125,74 @@ def save_hf(model: LoopModel, out_dir, *, shards: int = 1, extra_files=(), overw
                                           extra_files=extra_files, overwrite=overwrite)
 
 
+_DRAIN_LOCK = threading.Lock()
+
+
+def _draining_run(run):
+    """orbax's `_run_sync_via_new_loop`, except that when the coroutine fails, the tasks it leaves behind
+    (the other arrays' reads and writes) are awaited before the loop is closed. Without this they finish on
+    a closed loop and print dozens of 'Event loop is closed' / 'exception was never retrieved' tracebacks
+    after loopjax has already reported the error in one line."""
+
+    def run_sync_via_new_loop(coro):
+        loop = asyncio.new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(coro)
+        except BaseException:
+            for _ in range(100):
+                pending = asyncio.all_tasks(loop)
+                if not pending:
+                    break
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            raise
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    run_sync_via_new_loop.loopjax_original = run
+    return run_sync_via_new_loop
+
+
+@contextlib.contextmanager
+def orbax_drained():
+    """Within this block a failing orbax read or write raises its error and leaves nothing running
+    (see `_draining_run`). A no-op if this orbax version runs its coroutines differently."""
+    try:
+        from orbax.checkpoint._src import asyncio_utils
+    except ImportError:
+        yield
+        return
+    with _DRAIN_LOCK:
+        original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+        if original is None or hasattr(original, "loopjax_original"):  # other orbax, or already drained
+            original = None
+        else:
+            asyncio_utils._run_sync_via_new_loop = _draining_run(original)
+    if original is None:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with _DRAIN_LOCK:
+            asyncio_utils._run_sync_via_new_loop = original
+
+
 def save_orbax(model: LoopModel, out_dir, hf_config: dict, meta: dict | None = None, extra_files=()) -> Path:
     """Params as an orbax checkpoint + the HF config.json + loopjax.json (+ e.g. the tokenizer), atomically."""
-    return checkpoint.write_orbax_checkpoint(
-        out_dir, model.params, hf_config, {"format_version": FORMAT_VERSION, "model_type": model.model_type,
-                                           **(meta or {})}, extra_files)
+    with orbax_drained():
+        return checkpoint.write_orbax_checkpoint(
+            out_dir, model.params, hf_config, {"format_version": FORMAT_VERSION, "model_type": model.model_type,
+                                               **(meta or {})}, extra_files)
 
 
 def load_orbax(ckpt_dir, dtype=None) -> LoopModel:
     """An orbax directory written by `save_orbax` / `loopjax convert` -> LoopModel (shapes checked)."""
     ckpt_dir = Path(ckpt_dir).resolve()
     config = config_from_hf(checkpoint.read_json(ckpt_dir / "config.json"))
-    params = checkpoint.read_orbax_params(ckpt_dir)  # restored in the stored dtypes
+    with orbax_drained():
+        params = checkpoint.read_orbax_params(ckpt_dir)  # restored in the stored dtypes
     got, want = _flat_paths(params), _flat_paths(abstract_params(config))
     problems = sorted(f"{p}: {got[p].shape if p in got else 'missing'} vs expected "
                       f"{want[p].shape if p in want else 'none'}" for p in set(got) | set(want)

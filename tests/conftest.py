@@ -26,3 +26,12 @@ def precision(request):
     """Runs the test in float32 and again with jax x64 on (float64 arithmetic)."""
     with jax.enable_x64(request.param == "fp64"):
         yield request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `device` need an accelerator: they run where jax's default backend is a GPU or TPU."""
+    if jax.default_backend() == "cpu":
+        skip = pytest.mark.skip(reason="needs an accelerator (jax.default_backend() is cpu)")
+        for item in items:
+            if "device" in item.keywords:
+                item.add_marker(skip)

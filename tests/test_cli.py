@@ -106,7 +106,11 @@ def test_entry_point_installed():
 
 
 def test_presets_and_checkpoint_specs():
+    from loopjax.cli.commands import training_step
     from loopjax.cli.session import model_name, parse_checkpoint_spec
+
+    assert training_step("tomg-group-umd/step-00006144-recurrence_full_512_0", None) == 6144
+    assert training_step("tomg-group-umd/huginn-0125", None) is None
 
     presets = cli.commands.PRESETS
     assert presets["huginn-pretraining"][0] == "tomg-group-umd/step-00006144-recurrence_full_512_0"
@@ -134,14 +138,18 @@ def test_spectrum_builtin_end_to_end(tmp_path, capsys):
     for name in ("fraction_positive", "range_max", "range_min", "lambda1_mean", "mean_spectrum_sorted"):
         assert name in res["summary"]
     assert sorted(os.listdir(out / "spectrum" / "prompts")) == ["000.json", "001.json"]
-    # the numbers are the library's, with the documented key scheme
+    # the numbers are the library's, with the documented key scheme: the CLI runs the prompts of one padded
+    # length as one batch (loopjax.spectrum on a list), bit for bit; one-by-one calls agree to float rounding
     m = loopjax.load("builtin:ouro-tiny")
-    for p in res["prompts"]:
+    ids = [np.asarray(p["token_ids"], np.int32) for p in res["prompts"]]
+    batch = loopjax.spectrum(m, ids, k=4, steps=4, key=[loopjax.prompt_key(0, p["index"]) for p in res["prompts"]])
+    for p, b in zip(res["prompts"], batch):
         r = loopjax.spectrum(m, np.asarray(p["token_ids"], np.int32), k=4, steps=4,
                              key=jax.random.fold_in(jax.random.key(0), p["index"]))
         # one estimator: the CLI stores the engine's (compensated) exponents, not a sum of its own
-        np.testing.assert_array_equal(np.asarray(p["exponents"]), np.asarray(r.exponents, np.float64))
-        np.testing.assert_array_equal(np.asarray(p["log_growth"]), np.asarray(r.log_growth, np.float64))
+        np.testing.assert_array_equal(np.asarray(p["exponents"]), np.asarray(b.exponents, np.float64))
+        np.testing.assert_array_equal(np.asarray(p["log_growth"]), np.asarray(b.log_growth, np.float64))
+        np.testing.assert_allclose(np.asarray(p["exponents"]), np.asarray(r.exponents, np.float64), atol=2e-6)
 
 
 def test_spectrum_fixture_checkpoint(tmp_path, prompts4, capsys):
@@ -214,6 +222,10 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
             assert load(d / a / "results.json")["status"] == "complete"
         assert "fraction of positive exponents" in md and "λ1" in html
         assert f"{name}/index.html" in (out / "index.html").read_text()
+        spec = load(d / "spectrum" / "results.json")["summary"]
+        assert spec["orbit_counts"] and len(spec["ci95_lo_sorted"]) == 4 and "| λ1 |" in md  # exponent table
+    for panel in ("models_spectrum_running_top5.png", "models_attribution_lambda1.png"):  # Figs. 1 and 2
+        assert (out / panel).stat().st_size > 5000 and f"({panel})" in (out / "index.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -284,8 +296,9 @@ def test_interrupt_hook_then_resume(tmp_path, prompts4, capsys):
 def test_checkpoint_every_equals_one_shot_and_resumes(tmp_path, prompts4, capsys):
     one, seg, part = tmp_path / "one", tmp_path / "seg", tmp_path / "part"
     steps = ["--steps", 4]
-    assert run(_spectrum_cmd(one, prompts4, *steps), capsys)[0] == 0
-    assert run(_spectrum_cmd(seg, prompts4, *steps, "--checkpoint-every", 2), capsys)[0] == 0
+    # segmented runs go prompt by prompt, so compare with the one-by-one (unbatched) run
+    assert run(_spectrum_cmd(one, prompts4, *steps, "--no-batch"), capsys)[0] == 0
+    assert run(_spectrum_cmd(seg, prompts4, *steps, "--checkpoint-every", 2, "--no-batch"), capsys)[0] == 0
     a, b = load(one / "spectrum" / "results.json"), load(seg / "spectrum" / "results.json")
     for pa, pb in zip(a["prompts"], b["prompts"]):  # the engine uses the given probes as-is: bitwise equal
         np.testing.assert_array_equal(pb["log_growth"], pa["log_growth"])
@@ -293,12 +306,13 @@ def test_checkpoint_every_equals_one_shot_and_resumes(tmp_path, prompts4, capsys
     assert not (seg / "spectrum" / "checkpoints").exists()  # removed once the prompts are done
 
     # interrupted after the first segment of prompt 0: an orbax checkpoint at step 2 is left
-    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2), capsys,
+    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2, "--no-batch"), capsys,
                hooks=Hooks(after_segment=_interrupt))[0] == 130
     ck = part / "spectrum" / "checkpoints" / "000"
     assert (ck / "2").is_dir()
     assert not (part / "spectrum" / "results.json").exists()
-    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2, "--resume"), capsys)[0] == 0
+    assert run(_spectrum_cmd(part, prompts4, *steps, "--checkpoint-every", 2, "--no-batch", "--resume"),
+               capsys)[0] == 0
     assert numbers(load(seg / "spectrum" / "results.json")) == numbers(load(part / "spectrum" / "results.json"))
 
 

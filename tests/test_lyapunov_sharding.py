@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent("""
     # the tangent map on 16/8 = 2 probe columns (f32[24,2] blocks), and the columns are all-gathered
     # for the QR. None of this is in the single-device program.
     kw = dict(steps=40, warmup=0, renorm_every=1, probe_chunk=None, squeeze=True)
-    acc = (jnp.zeros((1, 16)), jnp.zeros((1, 16)), jnp.float32(0))  # Kahan sum, compensation, steps before
+    acc = (jnp.zeros((1, 16)), jnp.zeros((1, 16)), jnp.float32(0), None)  # Kahan sum, compensation, t0, mask
     hlo = lyapunov._core.lower((f,), z0, Q0, *acc, mesh=mesh, **kw).compile().as_text()
     hlo1 = lyapunov._core.lower((f,), z0, Q0, *acc, mesh=None, **kw).compile().as_text()
     assert "num_partitions=8" in hlo, hlo[:300]

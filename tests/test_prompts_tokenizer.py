@@ -10,7 +10,7 @@ from loopjax.tokenizer import HFTokenizer, SimpleTokenizer, check_ids, get_token
 
 PAPER_PROMPTS = [
     "Water is composed of",
-    "Once upon a time, in a kingdom far away,",
+    "Once upon a time, in a kingdom far away;",
     "To bake a cake, first",
     "To solve this problem we need to first consider",
     "If all birds can fly and a penguin is a bird, then",
@@ -27,7 +27,7 @@ def test_builtin_set_has_20_prompts_over_three_registers():
     texts = {p.text: p.register for p in ps}
     for t in PAPER_PROMPTS:
         assert t in texts
-    assert texts["Once upon a time, in a kingdom far away,"] == "narrative"
+    assert texts["Once upon a time, in a kingdom far away;"] == "narrative"
     assert texts["To bake a cake, first"] == "instructional"
     assert texts["Water is composed of"] == "declarative"
 

@@ -23,6 +23,7 @@ class Analysis:
     from_record: Callable[[dict], Any]          # and back (what summarize takes)
     figures: Callable[[Path, list, Any, str], list[Path]]   # (folder, results, summary, title) -> PNGs
     summary_extras: Callable[[list[dict]], dict] = lambda records: {}   # records -> summarize(**extras)
+    batch: Callable[..., list] | None = None    # (model, ids list, key list, opts) -> core results, one program
 
 
 # ---- spectrum ------------------------------------------------------------------------------------------
@@ -31,10 +32,17 @@ def _engine(o) -> dict:
     return {"warmup": o.get("warmup") or 0, "renorm_every": o.get("renorm_every") or 1}
 
 
-def _spectrum(model, ids, key, o, unit):
+def _spectrum_batch(model, ids_list, keys, o):
+    return loopjax.spectrum(model, ids_list, k=o["k"], steps=o["steps"], key=keys, pad_multiple=o["pad_multiple"],
+                            **_engine(o))
+
+
+def _spectrum(model, ids, key, o, unit, core=None):
     """The spectrum of one prompt, its orbit type and (with --probe-seeds N) N re-runs with other probes."""
     every = o.get("checkpoint_every")
-    if not every or every >= o["steps"]:
+    if core is not None:
+        result = core
+    elif not every or every >= o["steps"]:
         result = loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
     else:
         result = _spectrum_in_segments(model, ids, key, o, unit)
@@ -107,14 +115,22 @@ def _spectrum_figures(folder, results, summary, title):
 
 
 SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "warmup", "renorm_every", "checkpoint_every",
-                                             "probe_seeds", "orbit_steps", "perturbation"),
-                    _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures, _spectrum_extras)
+                                             "probe_seeds", "orbit_steps", "perturbation", "pad_multiple"),
+                    _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures, _spectrum_extras,
+                    _spectrum_batch)
 
 
 # ---- attribution ---------------------------------------------------------------------------------------
 
-def _attribution(model, ids, key, o, unit):
+def _attribution(model, ids, key, o, unit, core=None):
+    if core is not None:
+        return core
     return loopjax.attribution(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+
+
+def _attribution_batch(model, ids_list, keys, o):
+    return loopjax.attribution(model, ids_list, k=o["k"], steps=o["steps"], key=keys,
+                               pad_multiple=o["pad_multiple"], **_engine(o))
 
 
 def _attribution_figures(folder, results, summary, title):
@@ -128,8 +144,9 @@ def _attribution_figures(folder, results, summary, title):
     return figs
 
 
-ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps", "warmup", "renorm_every"), _attribution, _lyapunov_record,
-                       LyapunovResult.from_json, _attribution_figures)
+ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps", "warmup", "renorm_every", "pad_multiple"),
+                       _attribution, _lyapunov_record, LyapunovResult.from_json, _attribution_figures,
+                       batch=_attribution_batch)
 
 
 # ---- similarity and trajectory -------------------------------------------------------------------------
@@ -138,7 +155,7 @@ def _arrays_record(d: dict) -> dict:
     return {k: (v if isinstance(v, list) else np.asarray(v, dtype=np.float64)) for k, v in d.items()}
 
 
-def _similarity(model, ids, key, o, unit):
+def _similarity(model, ids, key, o, unit, core=None):
     return loopjax.similarity(model, ids, loops=o["loops"], key=key)
 
 
@@ -153,7 +170,7 @@ SIMILARITY = Analysis("similarity", "similarity", ("loops",), _similarity, _arra
                       _similarity_figures)
 
 
-def _trajectory(model, ids, key, o, unit):
+def _trajectory(model, ids, key, o, unit, core=None):
     return loopjax.convergence(model, ids, steps=o["steps"], key=key)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TR
 from loopjax.cli.runner import Hooks, Interrupts, Runner, header, progress, prompt_entries
 from loopjax.cli.session import CLIError, Loaded, check_source_exists, model_name, parse_checkpoint_spec, \
     software_versions
-from loopjax.prompts import Prompt, get_prompts, prompt_set_digest
+from loopjax.prompts import BUILTIN_PROMPTS, SWEEP_PROMPTS, Prompt, get_prompts, prompt_set_digest
 from loopjax.runstore import RunStore, read_json
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
@@ -26,7 +27,7 @@ BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny")
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
          "similarity": {"loops": 8}, "trajectory": {"steps": 64}}
-REPORT_ATTR_K = 8  # report: attribution with k directions (column 1 = the k=1 lambda_1 contributions)
+REPORT_ATTR_K = 50  # report: attribution heatmap over 50 directions as the paper's Fig. 5a (column 1 = λ1)
 ORBIT_STEPS = 64  # loop steps orbit_type looks at (at least; the spectrum's T if longer)
 HUGINN_PRETRAINING_STEPS = (6144, 10752, 11904, 17920, 23808, 29824, 35840, 41728)
 PRESETS = {"huginn-pretraining": [f"tomg-group-umd/step-{s:08d}-recurrence_full_512_0"
@@ -66,9 +67,9 @@ def load_model(source: str, revision: str | None, dtype: str | None) -> Loaded:
         raise CLIError(f"cannot load model {source!r}{'@' + revision if revision else ''}: {e}") from None
 
 
-def read_prompts(args) -> list[Prompt]:
+def read_prompts(args, default=BUILTIN_PROMPTS) -> list[Prompt]:
     try:
-        return get_prompts(args.prompts, args.max_prompts)
+        return get_prompts(args.prompts, args.max_prompts, default)
     except (OSError, ValueError) as e:
         raise CLIError(str(e)) from None
 
@@ -111,17 +112,23 @@ class _Unit:
 def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts: list[Prompt],
                  tokens: list[list[int]], out: Path, **opts) -> dict:
     """One per-prompt analysis into out/<analysis>/: prompt i runs with key loopjax.prompt_key(seed, i)."""
+    one_by_one = getattr(args, "no_batch", False) or opts.get("checkpoint_every")  # segments go prompt by prompt
+    opts = {**opts, "seed": args.seed,
+            "pad_multiple": None if one_by_one else _or(getattr(args, "pad_multiple", None), 8)}
     settings = {**common_settings(args, loaded, analysis.name, prompts), **{k: opts.get(k) for k in analysis.options}}
     store = RunStore(out / analysis.name, analysis.name, settings, resume=args.resume, overwrite=args.overwrite)
     runner = Runner(store, quiet=args.quiet, hooks=ctx.hooks, interrupts=ctx.interrupts)
     units = [(f"{i:03d}", {"index": i, "text": p.text, "register": p.register, "token_ids": ids})
              for i, (p, ids) in enumerate(zip(prompts, tokens))]
     runner.begin([key for key, _ in units])
+    batched = _batched(analysis, opts, store, units, loaded.model)
 
     def compute(unit: str, inputs: dict) -> dict:
         key = loopjax.prompt_key(args.seed, inputs["index"])
         ids = jnp.asarray(inputs["token_ids"], jnp.int32)
-        return analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit, inputs["index"])))
+        core = batched(unit) if batched else None
+        return analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit, inputs["index"]),
+                                                   core))
 
     records = runner.units(units, compute, desc=f"{loaded.name} {analysis.name}")
     results = [analysis.from_record(rec["result"]) for rec in records]
@@ -132,6 +139,28 @@ def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts
     res["prompts"] = prompt_entries(records)
     res["figures"] = [p.name for p in analysis.figures(store.root, results, summary, loaded.name)]
     return runner.finish(res)
+
+
+def _batched(analysis: Analysis, opts: dict, store: RunStore, units, model):
+    """With --pad-multiple (the default), the core front-end of a unit is computed together with every other
+    unit of the same padded length, as one vmapped program (`loopjax.spectrum` on a list of prompts);
+    returns unit -> core result, or None when the analysis or the options do not batch. The batch is always
+    the whole bucket (saved units included), so a resumed run computes exactly the same programs and
+    numbers as an uninterrupted one."""
+    if analysis.batch is None or not opts.get("pad_multiple") or opts.get("checkpoint_every"):
+        return None
+    cache: dict = {}
+    bucket = {u: loopjax.padded_length(len(inp["token_ids"]), opts["pad_multiple"]) for u, inp in units}
+
+    def core(unit: str):
+        if unit not in cache:
+            group = [(u, inp) for u, inp in units if bucket[u] == bucket[unit]]
+            results = analysis.batch(model, [jnp.asarray(inp["token_ids"], jnp.int32) for _, inp in group],
+                                     [loopjax.prompt_key(opts["seed"], inp["index"]) for _, inp in group], opts)
+            cache.update({u: r for (u, _), r in zip(group, results)})
+        return cache.pop(unit)
+
+    return core
 
 
 def _setup(args) -> tuple[Loaded, list[Prompt], list[list[int]], Path]:
@@ -208,7 +237,7 @@ def run_sweep(args, ctx: Context, checkpoints, prompts: list[Prompt], out: Path,
                 "x64": bool(args.x64), "seed": int(args.seed), "key_scheme": KEY_SCHEME, "steps": steps, "k": 1,
                 **transient(args),
                 "prompts_file": str(args.prompts) if args.prompts else None,
-                "prompt_set": "custom" if args.prompts else "builtin-20", "n_prompts": len(prompts),
+                "prompt_set": "custom" if args.prompts else "paper-5", "n_prompts": len(prompts),
                 "prompt_digest": prompt_set_digest(prompts), "xla_flags": os.environ.get("XLA_FLAGS") or None}
     store = RunStore(out / "sweep", "sweep", settings, resume=args.resume, overwrite=args.overwrite)
     runner = Runner(store, quiet=args.quiet, hooks=ctx.hooks, interrupts=ctx.interrupts)
@@ -230,17 +259,26 @@ def run_sweep(args, ctx: Context, checkpoints, prompts: list[Prompt], out: Path,
 
             records = runner.units(units, compute, desc=f"sweep {c + 1}/{len(checkpoints)} {loaded.name}")
         lam.append([rec["result"]["lambda1"] for rec in records])
-        per_ckpt.append({"source": src, "revision": rev, "label": model_name(src, rev),
-                         "model": records[0]["result"].get("model"), "prompts": prompt_entries(records)})
+        info = records[0]["result"].get("model") or {}
+        per_ckpt.append({"source": src, "revision": rev, "label": model_name(src, rev), "model": info,
+                         "training_step": training_step(src, rev), "resolved_commit": info.get("resolved_commit"),
+                         "prompts": prompt_entries(records)})
     summary = loopjax.summarize(lam, kind="sweep")
     res = header("sweep", None, store, software_versions())
     res.update(title=title, checkpoints=per_ckpt, lambda1=lam, summary=summary.to_json())
     from loopjax import plots
 
     import numpy as np
-    f = plots.plot_sweep(store.root / "sweep_lambda1.png", [p["label"] for p in per_ckpt], np.asarray(lam), title)
+    f = plots.plot_sweep(store.root / "sweep_lambda1.png", [p["label"] for p in per_ckpt], np.asarray(lam), title,
+                         [p["training_step"] for p in per_ckpt])
     res["figures"] = [f.name]
     return runner.finish(res)
+
+
+def training_step(source: str, revision: str | None) -> int | None:
+    """The training step a checkpoint's name or revision states (``step-00006144-...``), else None."""
+    m = re.search(r"step[-_]?0*(\d+)", f"{source} {revision or ''}")
+    return int(m.group(1)) if m else None
 
 
 def _saved_sweep_units(store: RunStore, keys: list[str], prompts: list[Prompt], ckpt: list) -> list[dict] | None:
@@ -258,7 +296,7 @@ def _saved_sweep_units(store: RunStore, keys: list[str], prompts: list[Prompt], 
 
 
 def cmd_sweep(args, ctx: Context) -> int:
-    prompts = read_prompts(args)
+    prompts = read_prompts(args, default=SWEEP_PROMPTS)
     out = Path(args.out) if args.out else Path("results") / (args.preset or "sweep")
     r = run_sweep(args, ctx, sweep_list(args), prompts, out, steps=_or(args.steps, PAPER["sweep"]["steps"]),
                   title=args.preset or "checkpoints")
@@ -301,8 +339,8 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
     }
     ckpts = sweep_list(args)
     if ckpts:
-        results["sweep"] = run_sweep(args, ctx, ckpts, prompts, out, steps=args.sweep_steps,
-                                     title=args.preset or "checkpoints")
+        results["sweep"] = run_sweep(args, ctx, ckpts, read_prompts(args, default=SWEEP_PROMPTS), out,
+                                     steps=args.sweep_steps, title=args.preset or "checkpoints")
     seconds = time.perf_counter() - t0
     report.write_index(out, loaded.info, results, seconds=seconds, settings_note=report_note(rs))
     say(args, f"[{loaded.name}] done in {seconds:.1f} s: {out / 'index.html'}")
@@ -329,9 +367,27 @@ def cmd_report(args, ctx: Context) -> int:
         results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "sweep")
                    if (out / a / "results.json").is_file()}
         done.append((model_name(src), out, results))
-    report.write_top_index(root, done)
+    report.write_top_index(root, done, model_panels(root, done))
     say(args, f"wrote {root / 'index.md'} and {root / 'index.html'}")
     return 0
+
+
+def model_panels(root: Path, done: list[tuple[str, Path, dict]]) -> list[Path]:
+    """Figs. 1 and 2 of the paper with one panel per model, drawn from the models' results.json."""
+    from loopjax import plots
+
+    import numpy as np
+    runs = [(name, [np.asarray(p["log_growth"]) for p in r["spectrum"]["prompts"]]) for name, _, r in done
+            if "spectrum" in r]
+    attr = [(name, r["attribution"]["summary"]["names"],
+             np.asarray([np.asarray(p["exponents"])[:, 0] for p in r["attribution"]["prompts"]]))
+            for name, _, r in done if "attribution" in r]
+    figs = []
+    if len(runs) > 1:
+        figs.append(plots.plot_models_running(root / "models_spectrum_running_top5.png", runs))
+    if len(attr) > 1:
+        figs.append(plots.plot_models_attribution(root / "models_attribution_lambda1.png", attr))
+    return figs
 
 
 def _report_parallel(args, root: Path) -> list[Path]:

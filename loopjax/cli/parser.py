@@ -10,7 +10,7 @@ from loopjax.cli.session import CLIError
 
 # options that count something: None (not given) or an integer >= 1
 COUNT_OPTIONS = ("k", "steps", "max_prompts", "checkpoint_every", "spectrum_steps", "attr_k", "attr_steps", "loops",
-                 "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds")
+                 "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds", "pad_multiple")
 SEED_MAX = 2**63 - 1
 
 
@@ -30,7 +30,10 @@ def check_counts(args) -> None:
     for name in COUNT_OPTIONS:
         v = getattr(args, name, None)
         if v is not None and v < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+            flag = f"--{name.replace('_', '-')}"
+            if name == "steps" and "--loops" in getattr(args, "_argv", []):  # similarity's alias
+                flag = "--loops"
+            raise CLIError(f"{flag} must be >= 1, got {v}")
 
 
 class ParseError(CLIError):
@@ -84,7 +87,11 @@ def _add_common(p: argparse.ArgumentParser, *, model: bool = True, report: bool 
 
 
 def _add_transient(p, probe_seeds: bool = False) -> None:
-    g = p.add_argument_group("transient and estimator")
+    g = p.add_argument_group("transient, estimator and batching")
+    g.add_argument("--pad-multiple", type=int, default=None, metavar="N",
+                   help="run prompts as padded batches, one compiled program per length bucket of N tokens "
+                        "(default 8); the numbers equal one-by-one runs up to float rounding")
+    g.add_argument("--no-batch", action="store_true", help="run the prompts one by one (one program per length)")
     g.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="loop steps (with QR) run before recording starts; default 0")
     g.add_argument("--renorm-every", type=int, default=None, metavar="R",
@@ -138,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", formatter_class=_Fmt,
                        help="lambda_1 (one probe) across a list of checkpoints",
-                       description="lambda_1 (single probe) per prompt for each checkpoint; the same "
+                       description="Prompts: the paper's five quoted prompts (two declarative, one narrative, two "
+                                   "instructional; Fig. 3) unless --prompts is given. "
+                                   "The x axis of the figure is the training step read from the checkpoint names. "
+                                   "lambda_1 (single probe) per prompt for each checkpoint; the same "
                                    "per-prompt keys for every checkpoint.\nPresets:\n  huginn-pretraining: "
                                    + ", ".join(commands.PRESETS["huginn-pretraining"]))
     p.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT",

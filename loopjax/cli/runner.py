@@ -10,6 +10,7 @@ result is stored as JSON and read back, and which figures it draws; `Runner.run`
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,11 @@ class Interrupts:
         if self.requested:
             raise KeyboardInterrupt("interrupted twice")
         self.requested = True
+        try:  # os.write, not print: a signal handler may run in the middle of another print
+            os.write(sys.stderr.fileno(), b"\nloopjax: stopping at the next safe point (after the current "
+                                          b"prompt or segment); press Ctrl-C again to stop at once\n")
+        except (OSError, ValueError, AttributeError):  # no usable stderr (captured, closed)
+            pass
 
     def check(self):
         if self.requested:
@@ -73,6 +79,7 @@ class Runner:
     interrupts: Interrupts = dataclasses.field(default_factory=Interrupts)
 
     def begin(self, unit_keys: list[str]) -> None:
+        self.interrupts.check()  # Ctrl-C while loading or compiling: stop before any folder is written
         self.store.begin(unit_keys)
         self.interrupts.opened = self.store.root
 

@@ -101,6 +101,9 @@ class Loaded:
             "sublayers": list(self.model.sublayer_names), "dtype_requested": dtype,
             "param_dtypes": sorted({str(x.dtype) for x in leaves}), "num_params": self.model.num_params(),
             "source_dir": str(self.source_dir) if self.source_dir else None, "tokenizer": self.tokenizer.name,
+            # a hub id resolves to .../snapshots/<commit>: record it, so a sweep can be repeated exactly
+            "resolved_commit": (self.source_dir.name if self.source_dir is not None
+                                and self.source_dir.parent.name == "snapshots" else None),
         }
 
     def tokenize(self, prompts: list[Prompt], token_ids: bool = False) -> list[list[int]]:
