@@ -371,7 +371,7 @@ class ConvergenceSummary(Summary):
     converged_fraction: float                # prompts whose last relative step ‖Δz‖/‖z‖ is below 1e-3
 
     def rows(self):
-        return [(f"‖z_1 − z_0‖ (mean)", f"{self.step_norm_first_mean:.4g}"),
+        return [("‖z_1 − z_0‖ (mean)", f"{self.step_norm_first_mean:.4g}"),
                 (f"‖z_{self.steps} − z_{self.steps - 1}‖ (mean)", f"{self.step_norm_last_mean:.4g}"),
                 ("relative step, first → last",
                  f"{self.relative_step_first_mean:.4g} → {self.relative_step_last_mean:.4g}"),

@@ -15,7 +15,6 @@ import jax
 import numpy as np
 
 from loopjax import checkpoint
-from loopjax.dtypes import parse_dtype
 from loopjax.model import LoopModel
 from loopjax.models import architecture, config_from_hf
 

@@ -1,5 +1,6 @@
 import functools
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -35,3 +36,16 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "device" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """One persistent XLA cache for the whole test session, shared with the CLI's subprocess runs (the CLI
+    enables the cache named by LOOPJAX_COMPILE_CACHE); a user's own setting is restored afterwards."""
+    old = os.environ.get("LOOPJAX_COMPILE_CACHE")
+    os.environ["LOOPJAX_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("xla-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LOOPJAX_COMPILE_CACHE", None)
+    else:
+        os.environ["LOOPJAX_COMPILE_CACHE"] = old

@@ -34,18 +34,6 @@ VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finish
 NOISE = ("Traceback", "Event loop is closed", "never retrieved", "Exception ignored", "ERROR:")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """One persistent XLA cache for the in-process and the subprocess runs of this file."""
-    old = os.environ.get("LOOPJAX_COMPILE_CACHE")
-    os.environ["LOOPJAX_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("xla-cache"))
-    yield
-    if old is None:
-        os.environ.pop("LOOPJAX_COMPILE_CACHE", None)
-    else:
-        os.environ["LOOPJAX_COMPILE_CACHE"] = old
-
-
 @pytest.fixture
 def prompt1(tmp_path):
     """One prompt of 4 tokens (simple tokenizer): one compiled shape."""

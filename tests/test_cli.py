@@ -22,18 +22,6 @@ TINY = ["--k", "4", "--steps", "4", "--quiet"]
 VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compile_cache(tmp_path_factory):
-    """One persistent XLA cache for the in-process and the subprocess runs of this file."""
-    old = os.environ.get("LOOPJAX_COMPILE_CACHE")
-    os.environ["LOOPJAX_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("xla-cache"))
-    yield
-    if old is None:
-        os.environ.pop("LOOPJAX_COMPILE_CACHE", None)
-    else:
-        os.environ["LOOPJAX_COMPILE_CACHE"] = old
-
-
 @pytest.fixture
 def prompts4(tmp_path):
     """Two prompts of 4 tokens each (simple tokenizer): one compiled shape."""
