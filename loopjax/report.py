@@ -40,12 +40,15 @@ def _blurb(name: str, r: dict) -> str:
                 f"mean over prompts.")
     if name == "trajectory":
         return f"‖z_(t+1) − z_t‖ and ‖z_t‖ over {st['steps']} loop steps, per prompt (thin) and mean (thick)."
+    if name == "ablation":
+        return (f"The injection e scaled by alpha (the adapter sees concat(z, alpha·e)): λ1 (one probe, "
+                f"T={st['steps_lambda1']}) and the k=1 attribution per alpha; details: ablation/index.md.")
     return f"λ1 (one probe, T={st['steps']}) per prompt for each checkpoint."
 
 
 TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribution",
           "similarity": "Residual-stream similarity across loops", "trajectory": "Convergence of the loop",
-          "sweep": "λ1 across checkpoints"}
+          "ablation": "Input-injection ablation", "sweep": "λ1 across checkpoints"}
 
 
 def _sections(results: dict) -> list[dict]:
@@ -56,7 +59,12 @@ def _sections(results: dict) -> list[dict]:
         r = results.get(name)
         if not r:
             continue
-        summary = summary_from_json(r["summary"])
+        if name == "ablation":
+            from loopjax.ablation import AblationSummary
+
+            summary = AblationSummary.from_json(r["summary"])
+        else:
+            summary = summary_from_json(r["summary"])
         rows = summary.rows()
         pert = r.get("prompts", [{}])[0].get("lambda1_perturbation") if name == "spectrum" else None
         if pert:  # loopjax.lambda1_finite on the first prompt: a check of the linearisation
@@ -205,17 +213,3 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]], figure
     atomic_write_text(mdp, "\n".join(md) + "\n")
     atomic_write_text(htp, "\n".join(ht))
     return mdp, htp
-
-
-def ablation_link(out: str | Path) -> str | None:
-    """A Markdown line linking `out/ablation/index.md` (written by `loopjax ablate`) with its alpha*, or None
-    when the folder has no finished ablation."""
-    path = Path(out) / "ablation" / "results.json"
-    if not path.is_file():
-        return None
-    from loopjax.runstore import read_json
-
-    crossing = read_json(path).get("crossing") or {}
-    star = crossing.get("alpha_star")
-    what = (f"α* = {star:.4f}" if star is not None else "no crossing in range")
-    return f"Input-injection ablation (λ1 vs injection scale, {what}): [ablation/index.md](ablation/index.md)"

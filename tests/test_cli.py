@@ -203,7 +203,8 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
         d = out / name
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
         pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
-        assert len(pngs) == 6, pngs  # running top-5, full spectrum, bars, heatmap, similarity, convergence
+        # running top-5, full spectrum, bars, heatmap, similarity, convergence; Huginn: + the ablation's two
+        assert len(pngs) == (8 if name == "huginn-tiny" else 6), pngs
         for png in pngs:
             assert f"({png})" in md and f"src='{png}'" in html
         for a in ("spectrum", "attribution", "similarity", "trajectory"):

@@ -337,6 +337,10 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
         "similarity": run_analysis(args, ctx, SIMILARITY, loaded, prompts, tokens, out, loops=rs["loops"]),
         "trajectory": run_analysis(args, ctx, TRAJECTORY, loaded, prompts, tokens, out, steps=rs["traj_steps"]),
     }
+    if loaded.model.arch.injection_fields() and not args.no_ablation:  # Huginn: the injection ablation too
+        from loopjax.cli import ablate
+
+        results["ablation"] = ablate.run_ablation(ablate.report_args(args), ctx, loaded, prompts, tokens, out)
     ckpts = sweep_list(args)
     if ckpts:
         results["sweep"] = run_sweep(args, ctx, ckpts, read_prompts(args, default=SWEEP_PROMPTS), out,
@@ -400,7 +404,7 @@ def _report_parallel(args, root: Path) -> list[Path]:
     slower. The flags change the last bits of the numbers, so they are part of the recorded settings
     (``xla_flags``) that ``--resume`` checks."""
     n_prompts = len(read_prompts(args))
-    total = n_prompts * (len(ANALYSES) + len(sweep_list(args)))
+    total = n_prompts * (len(ANALYSES) + len(sweep_list(args)))  # (a Huginn ablation's units are not counted)
     env = dict(os.environ)
     if "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", ""):
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()

@@ -201,9 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run a lambda_1 sweep over these checkpoints")
     p.add_argument("--preset", choices=sorted(commands.PRESETS), default=None, help="sweep preset")
     p.add_argument("--sweep-steps", type=int, default=commands.PAPER["sweep"]["steps"], help="sweep T")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the input-injection ablation that report runs for Huginn models (`loopjax ablate`)")
     p.add_argument("--jobs", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 1,
                    help="without --model: run the built-in models in this many parallel processes")
     p.set_defaults(func=commands.cmd_report)
+
+    from loopjax.cli import ablate  # `loopjax ablate`: the input-injection ablation (loopjax/cli/ablate.py)
+    ablate.add_parser(sub)
     return ap
 
 
