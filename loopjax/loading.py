@@ -10,33 +10,50 @@ from loopjax.model import LoopModel, random_model
 from loopjax.models import config_from_hf
 from loopjax.models.presets import preset
 
-# Built-in models: tiny, randomly initialised by each architecture's own scheme from a fixed seed.
-BUILTIN = {"ouro-tiny": ("ouro-tiny", 0), "huginn-tiny": ("huginn-tiny", 0)}
+# Built-in models. Trained: tiny loop language models trained by `loopjax train` on CPython's documentation
+# and shipped in loopjax/builtin_models/<name>/ (HF layout + tokenizer.json; regenerate with
+# `python -m loopjax.train.builtins`). Random: the same kind of tiny shapes, randomly initialised by each
+# architecture's own scheme from a fixed seed (preset, seed) -- fast, for tests and the engine.
+BUILTIN_DIR = Path(__file__).parent / "builtin_models"
+TRAINED = ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject")
+RANDOM = {"ouro-tiny-random": ("ouro-tiny", 0), "huginn-tiny-random": ("huginn-tiny", 0)}
+BUILTIN = (*TRAINED, *RANDOM)
+
+
+def _builtin(name: str, source) -> tuple[str, object]:
+    if name in RANDOM:
+        return "random", RANDOM[name]
+    if name in TRAINED:
+        return "hf", BUILTIN_DIR / name
+    raise ValueError(f"unknown built-in model {source!r}; choose one of {', '.join('builtin:' + n for n in BUILTIN)}")
 
 
 def load(source, revision=None, dtype=None) -> LoopModel:
     """A LoopModel from a local HF dir (single or sharded safetensors), a hub id (+ revision), an orbax dir
-    written by `loopjax convert`, or `builtin:ouro-tiny` / `builtin:huginn-tiny`.
+    written by `loopjax convert`, or a built-in: `builtin:ouro-tiny`, `builtin:huginn-tiny`,
+    `builtin:huginn-tiny-noinject` (trained, shipped), `builtin:ouro-tiny-random`, `builtin:huginn-tiny-random`.
 
     dtype=None keeps the stored weight dtype (bf16 stays bf16); arithmetic follows loopjax.dtypes.
     """
     parse_dtype(dtype)  # a bad dtype fails before anything is read
     kind, where = checkpoint.resolve(source, revision)
     if kind == "builtin":
-        if where not in BUILTIN:
-            raise ValueError(f"unknown built-in model {source!r}; choose one of "
-                             f"{', '.join('builtin:' + n for n in BUILTIN)}")
-        name, seed = BUILTIN[where]
-        return random_model(config_from_hf(preset(name)), jax.random.key(seed), dtype)
+        kind, where = _builtin(where, source)
+        if kind == "random":
+            name, seed = where
+            return random_model(config_from_hf(preset(name)), jax.random.key(seed), dtype)
     if kind == "orbax":
         return weights.load_orbax(where, dtype)
     return weights.load_hf(where, dtype)
 
 
 def source_dir(source, revision=None) -> Path | None:
-    """The local directory behind a source (hub snapshot for hub ids), None for built-ins."""
+    """The local directory behind a source (hub snapshot for hub ids, the package folder of a trained
+    built-in), None for the random built-ins."""
     kind, where = checkpoint.resolve(source, revision)
-    return None if kind == "builtin" else Path(where)
+    if kind == "builtin":
+        kind, where = _builtin(where, source)
+    return None if kind == "random" else Path(where)
 
 
 def hf_config_of(source, revision, model: LoopModel) -> dict:

@@ -177,7 +177,7 @@ def _transform_injection(model: LoopModel, ctx: dict) -> dict:
     if model.injection_scale is None and model.injection_mode is None:
         return ctx
     ctx = dict(ctx)
-    for name in model.arch.injection_fields():
+    for name in model.arch.injection_fields(model.config):
         e = ctx[name]
         if model.injection_mode == "mean":
             e = jnp.broadcast_to(jnp.mean(e, axis=-2, keepdims=True), e.shape)
@@ -194,7 +194,7 @@ def scale_injection(model: LoopModel, alpha, *, mode: str | None = None) -> Loop
     positions (every position gets the same injection). alpha is a pytree leaf: the result composes with
     every analysis, with jax.vmap over a batch of alphas and with jax.grad with respect to alpha.
     Architectures without an injection (Ouro) raise ValueError."""
-    if not model.arch.injection_fields():
+    if not model.arch.injection_fields(model.config):
         raise ValueError(f"{model.arch.name} has no input injection to scale (only Huginn-style models do)")
     if mode not in (None, "mean"):
         raise ValueError(f"mode must be None or 'mean', got {mode!r}")

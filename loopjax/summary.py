@@ -48,8 +48,10 @@ class Summary:
 
     @classmethod
     def from_json(cls, d: dict):
+        """Inverse of to_json: a null in a float field is NaN again; other nulls stay None."""
+        floats = {f.name for f in dataclasses.fields(cls) if f.type in ("float", float)}
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (math.nan if v is None and k in names else v) for k, v in d.items() if k in names})
+        return cls(**{k: (math.nan if v is None and k in floats else v) for k, v in d.items() if k in names})
 
     def rows(self) -> list[tuple[str, str]]:
         raise NotImplementedError

@@ -30,6 +30,7 @@ from loopjax.cli import Hooks
 FIXTURES = Path(__file__).parent / "fixtures"
 OURO = FIXTURES / "ouro-tiny"
 TINY = ["--k", "2", "--steps", "2", "--quiet"]
+RANDOM = ["--model", "builtin:ouro-tiny-random"]  # the fast random built-in, where a test names no model
 VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
 NOISE = ("Traceback", "Event loop is closed", "never retrieved", "Exception ignored", "ERROR:")
 
@@ -50,7 +51,10 @@ def prompts2(tmp_path):
 
 
 def run(argv, capsys, hooks=None):
-    rc = cli.main([str(a) for a in argv], hooks=hooks)
+    argv = [str(a) for a in argv]
+    if "--model" not in argv and argv[0] in ("spectrum", "attribute", "similarity", "trajectory", "report"):
+        argv = argv[:1] + RANDOM + argv[1:]
+    rc = cli.main(argv, hooks=hooks)
     out = capsys.readouterr()
     return rc, out.err.strip()
 
@@ -112,7 +116,7 @@ def test_good_load_float64_needs_x64():
         with pytest.raises(ValueError, match="jax_enable_x64"):
             loopjax.load(OURO, dtype="float64")
         with pytest.raises(ValueError, match="jax_enable_x64"):
-            loopjax.load("builtin:ouro-tiny", dtype=np.float64)
+            loopjax.load("builtin:ouro-tiny-random", dtype=np.float64)
 
 
 # ---- 3. a rejected --resume changes nothing ------------------------------------------------------------
@@ -435,7 +439,7 @@ def test_good_bad_config_json(kind, expect, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def model():
-    return loopjax.load("builtin:ouro-tiny")
+    return loopjax.load("builtin:ouro-tiny-random")
 
 
 def test_good_empty_prompt_is_an_error(model):
@@ -483,7 +487,7 @@ CHILD = ("import sys, time; from loopjax.cli import Hooks, main; "
 def test_good_ctrl_c_exits_130_and_resumes_to_the_same_numbers(tmp_path, capsys):
     prompts = tmp_path / "p3.txt"
     prompts.write_text("Water is composed of\nThe sky is blue\nCats like warm milk\n")
-    cmd = ["spectrum", "--prompts", prompts, "--max-prompts", 3, "--k", 4, "--steps", 16, "--quiet"]
+    cmd = ["spectrum", "--prompts", prompts, "--max-prompts", 3, "--k", 4, "--steps", 16, "--quiet", *RANDOM]
     ref = tmp_path / "ref"
     assert run([*cmd, "--out", ref], capsys)[0] == 0
     for attempt, delay in enumerate((0.0, 0.5, 1.0)):  # SIGINT at different points of the 2 s pause

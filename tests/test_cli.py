@@ -18,6 +18,7 @@ from loopjax import cli
 from loopjax.cli import Hooks
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RANDOM = ["--model", "builtin:ouro-tiny-random"]  # the fast random built-in (the default is the trained one)
 TINY = ["--k", "4", "--steps", "4", "--quiet"]
 VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
 
@@ -106,7 +107,7 @@ def test_presets_and_checkpoint_specs():
     assert len(presets["huginn-pretraining"]) == 9
     assert parse_checkpoint_spec("org/name@abc123") == ("org/name", "abc123")
     assert parse_checkpoint_spec("org/name") == ("org/name", None)
-    assert model_name("builtin:ouro-tiny") == "ouro-tiny"
+    assert model_name("builtin:ouro-tiny-random") == "ouro-tiny-random"
     assert model_name("ByteDance/Ouro-1.4B", "main") == "Ouro-1.4B@main"
 
 
@@ -117,10 +118,10 @@ def test_spectrum_builtin_end_to_end(tmp_path, capsys):
     import loopjax
 
     out = tmp_path / "out"
-    rc, _ = run(["spectrum", "--model", "builtin:ouro-tiny", "--max-prompts", 2, "--out", out, *TINY], capsys)
+    rc, _ = run(["spectrum", "--model", "builtin:ouro-tiny-random", "--max-prompts", 2, "--out", out, *TINY], capsys)
     assert rc == 0
     res = assert_complete(out / "spectrum", ["spectrum_running_top5.png", "spectrum_full.png"])
-    assert res["model"]["source"] == "builtin:ouro-tiny" and res["model"]["model_type"] == "ouro"
+    assert res["model"]["source"] == "builtin:ouro-tiny-random" and res["model"]["model_type"] == "ouro"
     assert res["settings"]["k"] == 4 and res["settings"]["steps"] == 4
     assert [p["text"] for p in res["prompts"]] == ["Water is composed of", "Diamonds are made of"]
     for name in ("fraction_positive", "range_max", "range_min", "lambda1_mean", "mean_spectrum_sorted"):
@@ -128,7 +129,7 @@ def test_spectrum_builtin_end_to_end(tmp_path, capsys):
     assert sorted(os.listdir(out / "spectrum" / "prompts")) == ["000.json", "001.json"]
     # the numbers are the library's, with the documented key scheme: the CLI runs the prompts of one padded
     # length as one batch (loopjax.spectrum on a list), bit for bit; one-by-one calls agree to float rounding
-    m = loopjax.load("builtin:ouro-tiny")
+    m = loopjax.load("builtin:ouro-tiny-random")
     ids = [np.asarray(p["token_ids"], np.int32) for p in res["prompts"]]
     batch = loopjax.spectrum(m, ids, k=4, steps=4, key=[loopjax.prompt_key(0, p["index"]) for p in res["prompts"]])
     for p, b in zip(res["prompts"], batch):
@@ -153,7 +154,7 @@ def test_spectrum_fixture_checkpoint(tmp_path, prompts4, capsys):
 def test_other_analyses(tmp_path, prompts4, capsys):
     """attribute (k>1: heatmap), similarity, trajectory on Huginn; a sweep over two local checkpoints."""
     out = tmp_path / "h"
-    common = ["--model", "builtin:huginn-tiny", "--prompts", prompts4, "--out", out, "--quiet"]
+    common = ["--model", "builtin:huginn-tiny-random", "--prompts", prompts4, "--out", out, "--quiet"]
     assert run(["attribute", *common, "--k", 3, "--steps", 4], capsys)[0] == 0
     res = assert_complete(out / "attribution", ["attribution_lambda1.png", "attribution_heatmap.png"])
     names = res["summary"]["names"]
@@ -175,7 +176,7 @@ def test_other_analyses(tmp_path, prompts4, capsys):
     import jax
     import loopjax
 
-    m = loopjax.load("builtin:huginn-tiny")
+    m = loopjax.load("builtin:huginn-tiny-random")
     for p in res["prompts"]:
         key = jax.random.fold_in(jax.random.key(0), p["index"])
         z0 = loopjax.init_state(m, np.asarray(p["token_ids"], np.int32), key=jax.random.split(key)[0])
@@ -199,8 +200,9 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
                  "--out", out, "--jobs", 1, "--quiet"], capsys)
     assert rc == 0
     assert (out / "index.md").is_file() and (out / "index.html").is_file()
-    for name in ("ouro-tiny", "huginn-tiny"):
+    for name in ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject"):  # the trained built-ins
         d = out / name
+        assert "simple" not in load(d / "spectrum" / "results.json")["model"]["tokenizer"]  # their own BPE
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
         pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
         # running top-5, full spectrum, bars, heatmap, similarity, convergence; Huginn: + the ablation's two
@@ -220,7 +222,7 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
 # ------------------------------------------------------------------------------------------------------
 
 def _spectrum_cmd(out, prompts, *extra):
-    return ["spectrum", "--model", "builtin:ouro-tiny", "--prompts", prompts, "--out", out, *TINY, *extra]
+    return ["spectrum", "--model", "builtin:ouro-tiny-random", "--prompts", prompts, "--out", out, *TINY, *extra]
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, capsys):
@@ -250,7 +252,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, capsys):
     # without --resume: refuse; with other settings: refuse with the differing field
     rc, o = run(_spectrum_cmd(part, prompts), capsys)
     assert rc == 2 and "--resume" in o.err and "Traceback" not in o.err
-    rc, o = run(["spectrum", "--model", "builtin:ouro-tiny", "--prompts", prompts, "--out", part, "--k", 3,
+    rc, o = run(["spectrum", "--model", "builtin:ouro-tiny-random", "--prompts", prompts, "--out", part, "--k", 3,
                  "--steps", 4, "--quiet", "--resume"], capsys)
     assert rc == 2 and "settings.k" in o.err
     assert not (part / "spectrum" / "results.json").exists()
@@ -340,6 +342,7 @@ def test_bad_input_is_one_line_error(case, tmp_path, prompts4, capsys):
         "token-ids-no-prompts": ["spectrum", "--token-ids", *base],
         "bad-dtype": ["spectrum", "--dtype", "float7", *base],
     }[case]
+    argv = argv[:1] + RANDOM + argv[1:]  # an explicit --model later in argv wins
     rc, o = run(argv, capsys)
     assert rc != 0
     err = o.err.strip()

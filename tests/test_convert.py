@@ -152,7 +152,7 @@ def test_bad_inputs_fail_early():
 
 
 def test_builtin_models_load_and_are_reproducible():
-    for name in ("builtin:ouro-tiny", "builtin:huginn-tiny"):
+    for name in ("builtin:ouro-tiny-random", "builtin:huginn-tiny-random"):
         a, b = loopjax.load(name), loopjax.load(name)
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
             np.testing.assert_array_equal(x, y)

@@ -25,7 +25,7 @@ def _compile(fn, *args):
     return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
 
 
-@pytest.fixture(scope="module", params=["builtin:ouro-tiny", "builtin:huginn-tiny"], ids=["ouro", "huginn"])
+@pytest.fixture(scope="module", params=["builtin:ouro-tiny-random", "builtin:huginn-tiny-random"], ids=["ouro", "huginn"])
 def case(request):
     """The model in float64; λ1 and the top-2 sum as functions of (params, alpha); their gradients with
     respect to both (Ouro: params only), and λ1's gradient with remat=True. Computed once per model."""

@@ -22,7 +22,7 @@ T = 8
 
 @pytest.fixture(scope="module")
 def huginn():
-    return loopjax.load("builtin:huginn-tiny")
+    return loopjax.load("builtin:huginn-tiny-random")
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_cli_ablate_writes_everything_and_resumes(tmp_path, monkeypatch, capsys,
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Water is composed of\nThe sky is blue\n")  # 4 tokens each under the simple tokenizer
     out = tmp_path / "out"
-    argv = ["ablate", "--model", "builtin:huginn-tiny", "--prompts", prompts, "--injection-scale", "0,0.5,1",
+    argv = ["ablate", "--model", "builtin:huginn-tiny-random", "--prompts", prompts, "--injection-scale", "0,0.5,1",
             "--steps", str(T), "--orbit-steps", "16", "--out", out, "--quiet"]
     computed = []
 
@@ -233,7 +233,7 @@ def test_cli_ablate_writes_everything_and_resumes(tmp_path, monkeypatch, capsys,
     assert res["summary"] == json.loads(json.dumps(lib.summary().to_json()))
     capsys.readouterr()
     # Ouro: one line, exit status 2, nothing written
-    assert cli.main(["ablate", "--model", "builtin:ouro-tiny", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert cli.main(["ablate", "--model", "builtin:ouro-tiny-random", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no input injection" in err[0]
     assert not (tmp_path / "o").exists()

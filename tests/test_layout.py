@@ -44,10 +44,10 @@ def test_every_architecture_implements_the_protocol(arch):
 
 
 def test_early_exit_is_ouros_alone():
-    huginn = loopjax.load("builtin:huginn-tiny")
+    huginn = loopjax.load("builtin:huginn-tiny-random")
     with pytest.raises(ValueError, match="Ouro"):
         loopjax.early_exit(huginn, np.array([[1, 2]]))
-    out = loopjax.early_exit(loopjax.load("builtin:ouro-tiny"), np.array([[1, 2]]))
+    out = loopjax.early_exit(loopjax.load("builtin:ouro-tiny-random"), np.array([[1, 2]]))
     np.testing.assert_allclose(np.asarray(out["exit_pdf"]).sum(-1), 1.0, rtol=1e-5)
 
 

@@ -53,7 +53,7 @@ def test_segment_errors():
 
 
 def test_key_scheme_int_and_bad_keys():
-    m = loopjax.load("builtin:ouro-tiny")
+    m = loopjax.load("builtin:ouro-tiny-random")
     ids = np.array([3, 4, 5], np.int32)
     a = loopjax.lambda1(m, ids, steps=3, key=5)
     b = loopjax.lambda1(m, ids, steps=3, key=jax.random.key(5))

@@ -46,7 +46,7 @@ def _close(a, b, path=""):
         assert a == b, path
 
 
-@pytest.mark.parametrize("model_name", ["builtin:ouro-tiny", "builtin:huginn-tiny"])
+@pytest.mark.parametrize("model_name", ["builtin:ouro-tiny-random", "builtin:huginn-tiny-random"])
 def test_spectrum_and_attribution_summaries_equal_the_cli(model_name, prompts, tmp_path):
     model = loopjax.load(model_name)
     ids = [_ids(model, t) for t in TEXTS]
@@ -78,7 +78,7 @@ def test_sweep_summary_equals_the_cli(prompts, tmp_path):
 
 def test_batched_call_is_the_key_scheme():
     """spectrum on a (B, L) batch with key(S) gives row b exactly prompt_key(S, b) on that row alone."""
-    model = loopjax.load("builtin:huginn-tiny")
+    model = loopjax.load("builtin:huginn-tiny-random")
     tokens = np.array([[5, 6, 7], [8, 9, 10]], np.int32)
     batch = loopjax.spectrum(model, tokens, k=3, steps=4, key=jax.random.key(7))
     for b in range(2):

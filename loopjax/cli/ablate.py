@@ -103,16 +103,17 @@ def _check_has_injection(source: str) -> None:
     from loopjax.models.presets import PRESETS
 
     try:
-        if source.startswith("builtin:") and source[len("builtin:"):] in PRESETS:
-            cfg = PRESETS[source[len("builtin:"):]]
+        if source.startswith("builtin:") and source[len("builtin:"):].removesuffix("-random") in PRESETS:
+            cfg = PRESETS[source[len("builtin:"):].removesuffix("-random")]
         elif os.path.isfile(os.path.join(os.path.expanduser(source), "config.json")):
             cfg = read_json(Path(os.path.expanduser(source)) / "config.json")
         else:
             return
-        arch = architecture(config_from_hf(cfg))
+        config = config_from_hf(cfg)
+        arch = architecture(config)
     except Exception:  # noqa: BLE001 - a bad config is reported by the full load
         return
-    if not arch.injection_fields():
+    if not arch.injection_fields(config):
         raise CLIError(f"ablate: {source}: {arch.name} has no input injection to scale (only Huginn-style "
                        f"models do)")
 

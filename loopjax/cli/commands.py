@@ -23,7 +23,7 @@ from loopjax.prompts import BUILTIN_PROMPTS, SWEEP_PROMPTS, Prompt, get_prompts,
 from loopjax.runstore import RunStore, read_json
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
-BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny")
+BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject")  # trained, shipped
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
          "similarity": {"loops": 8}, "trajectory": {"steps": 64}}
@@ -337,7 +337,7 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
         "similarity": run_analysis(args, ctx, SIMILARITY, loaded, prompts, tokens, out, loops=rs["loops"]),
         "trajectory": run_analysis(args, ctx, TRAJECTORY, loaded, prompts, tokens, out, steps=rs["traj_steps"]),
     }
-    if loaded.model.arch.injection_fields() and not args.no_ablation:  # Huginn: the injection ablation too
+    if loaded.model.arch.injection_fields(loaded.model.config) and not args.no_ablation:  # Huginn: the injection ablation too
         from loopjax.cli import ablate
 
         results["ablation"] = ablate.run_ablation(ablate.report_args(args), ctx, loaded, prompts, tokens, out)
@@ -442,7 +442,7 @@ def _report_parallel(args, root: Path) -> list[Path]:
             say(args, f"[{model_name(src)}] {out / 'index.html'}")
     if failed:
         raise CLIError("; ".join(failed))
-    say(args, f"report: both models done in {time.perf_counter() - t0:.1f} s")
+    say(args, f"report: {len(jobs)} models done in {time.perf_counter() - t0:.1f} s")
     return [root / model_name(src) for src in BUILTIN_MODELS]
 
 

@@ -209,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from loopjax.cli import ablate  # `loopjax ablate`: the input-injection ablation (loopjax/cli/ablate.py)
     ablate.add_parser(sub)
+
+    from loopjax.train import cli as train_cli  # `loopjax train`: loop language models with optax
+    p = sub.add_parser("train", formatter_class=_Fmt, help="train a small loop language model (optax), with "
+                       "lambda_1 through training; --preset injection-ablation trains the matched pair",
+                       description=train_cli.__doc__)
+    train_cli.add_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.set_defaults(func=lambda args, ctx: train_cli.run(args))
     return ap
 
 

@@ -51,8 +51,8 @@ class Architecture:
     def early_exit(self, params, config, states, threshold=None) -> dict:
         raise ValueError(f"early_exit is defined for Ouro models, not {self.name}")
 
-    def injection_fields(self) -> tuple[str, ...]:
-        """Context entries that are input injections (scaled by `loopjax.scale_injection`)."""
+    def injection_fields(self, config=None) -> tuple[str, ...]:
+        """Context entries that are input injections (scaled by `loopjax.scale_injection`) for `config`."""
         return ()
 
     def __repr__(self):

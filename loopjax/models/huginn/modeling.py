@@ -253,8 +253,8 @@ class HuginnArchitecture(Architecture):
     def readout(self, params, config, ctx, z):
         return Huginn(config).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
 
-    def injection_fields(self):
-        return ("injection",)
+    def injection_fields(self, config=None):
+        return () if config is not None and config.injection_type == "none" else ("injection",)
 
 
 HUGINN = HuginnArchitecture()

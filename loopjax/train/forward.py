@@ -1,0 +1,223 @@
+"""The trainer's only door into loopjax's model internals.
+
+Everything in ``loopjax.train`` that needs more than the public API (``loopjax.load``, ``lambda1``,
+``random_model``, ``LoopModel``, ``loop_map``, ``context``, ``benettin``) goes through the small functions
+below: building a config (``loopjax.models.presets``, ``config_from_hf``), the
+architecture protocol (``architecture(config)``: context / initial_state / sublayers / readout), the HF
+and orbax writers (``loopjax.checkpoint.write_hf_checkpoint``, ``loopjax.weights``) and the built-in
+prompt texts (``loopjax.prompts``). When any of these is renamed, only this file changes.
+
+Architectures (the trainer's ``arch`` strings):
+  * ``ouro``: z_0 = embed(ids); loop = decoder layers + final norm, ``total_ut_steps`` times; logits from
+    the last loop (the early-exit gate is not trained).
+  * ``huginn``: e = prelude(embed(ids)); z_0 random; loop = adapter(cat[z, e]) + core blocks; coda + head.
+  * ``huginn-noinject``: the same architecture and parameter tree, but the loop sees e = 0 (adapter input
+    cat[z, 0]): the loop map does not depend on the input. Its config has ``injection_type="none"`` (also
+    in the saved config.json), so the model's own context -- and with it loopjax.lambda1, loopjax.logits
+    and loopjax.load -- does the same; the training forward pass zeroes e itself as well.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from loopjax.models import architecture, config_from_hf
+from loopjax.models.presets import huginn_config, ouro_config
+
+ARCHS = ("ouro", "huginn", "huginn-noinject")
+
+
+def check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    return arch
+
+
+def is_huginn(arch: str) -> bool:
+    return check_arch(arch).startswith("huginn")
+
+
+def injects(arch: str) -> bool:
+    """Whether the loop map reads the input injection (False only for huginn-noinject)."""
+    return check_arch(arch) != "huginn-noinject"
+
+
+# ---- configs ----
+
+def make_config(arch: str, *, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int,
+                intermediate: int, loops: int, prelude_layers: int = 1, coda_layers: int = 1,
+                backprop_depth: int | None = None):
+    """The architecture config for a model of this size, from loopjax's HF config presets (every field the
+    reference implementations read). `layers` is Ouro's looped decoder depth and Huginn's recurrent-block
+    depth; `loops` is Ouro's total_ut_steps and Huginn's mean_recurrence. Ouro: tied embeddings,
+    rope_theta 1e4. Huginn: the reference init (out_proj std scaled by 1/sqrt(2 * expected depth))."""
+    if hidden % heads:
+        raise ValueError(f"hidden {hidden} is not a multiple of heads {heads}")
+    if is_huginn(arch):
+        if kv_heads != heads:
+            raise ValueError("Huginn has no grouped KV heads: kv_heads must equal heads")
+        cfg = huginn_config(n_embd=hidden, heads=heads, prelude=prelude_layers, core=layers, coda=coda_layers,
+                            inter=intermediate, vocab=vocab_size, mean_recurrence=loops)
+        if backprop_depth is not None:
+            cfg["mean_backprop_depth"] = backprop_depth
+        if not injects(arch):
+            cfg["injection_type"] = "none"   # HuginnConfig's own switch: its context then carries e = 0
+    else:
+        cfg = ouro_config(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=hidden // heads,
+                          inter=intermediate, vocab=vocab_size, loops=loops, rope_theta=10000.0, tied=True)
+    return config_from_hf(cfg)
+
+
+def hf_config(config, arch: str) -> dict:
+    """The config.json dict of a trained model (huginn-noinject: injection_type 'none')."""
+    out = config.to_hf()
+    if not injects(arch):
+        out["injection_type"] = "none"
+    return out
+
+
+def default_loops(config) -> int:
+    """Ouro's total_ut_steps, Huginn's mean_recurrence."""
+    return config.default_steps
+
+
+# ---- the loop map and the forward pass ----
+
+def _context(params, config, ids, inject: bool) -> dict:
+    ctx = dict(architecture(config).context(params, config, ids))
+    if "injection" in ctx and not inject:
+        ctx["injection"] = jnp.zeros_like(ctx["injection"])
+    return ctx
+
+
+def _with_injection(ctx: dict, e, inject: bool) -> dict:
+    return {**ctx, "injection": e if inject else jnp.zeros_like(e)}
+
+
+def _step(params, config, ctx, z):
+    """One loop: every named sublayer in order."""
+    for _, fn in architecture(config).sublayers(config):
+        z = fn(params, config, ctx, z)
+    return z
+
+
+def forward_logits(params, config, ids, *, inject: bool = True, n_loops=None, n_grad_loops: int | None = None,
+                   key=None, every_loop: bool = False):
+    """Logits (..., L, V), float32, after `n_loops` loops (default: the config's own count); with
+    every_loop=True (static n_loops, no truncation) the logits read out after every loop, (n_loops, ..., L, V).
+
+    n_grad_loops=None: plain `lax.scan` over a static `n_loops`, differentiable throughout.
+    n_grad_loops=s (static): truncated backpropagation as in Huginn's training: `n_loops` may be a traced
+    integer; the first max(n_loops - s, 0) loops run in a `lax.fori_loop` with gradients stopped (weights,
+    injection and state), then a fixed s-step `lax.scan` applies the loop min(n_loops, s) times with
+    gradients (the remaining scan steps are the identity). Huginn's random start z_0 is drawn from `key`
+    exactly as `loopjax.logits(model, ids, key=key)` draws it.
+    """
+    arch = architecture(config)
+    ctx = _context(params, config, ids, inject)
+    key = jax.random.key(0) if key is None else key
+    z = arch.initial_state(params, config, ids, ctx, key)
+    n_loops = default_loops(config) if n_loops is None else n_loops
+    if every_loop:
+        if n_grad_loops is not None:
+            raise ValueError("every_loop=True needs a static loop count without truncation")
+
+        def body(z, _):
+            z = _step(params, config, ctx, z)
+            return z, arch.readout(params, config, ctx, z).astype(jnp.float32)
+
+        return jax.lax.scan(body, z, None, length=int(n_loops))[1]
+    if n_grad_loops is None:
+        z = jax.lax.scan(lambda z, _: (_step(params, config, ctx, z), None), z, None, length=int(n_loops))[0]
+    else:
+        n_loops = jnp.asarray(n_loops, jnp.int32)
+        frozen_params, frozen_ctx = jax.lax.stop_gradient((params, ctx))
+        n_free = jnp.maximum(n_loops - n_grad_loops, 0)
+        z = jax.lax.fori_loop(0, n_free, lambda _, z: _step(frozen_params, config, frozen_ctx, z),
+                              jax.lax.stop_gradient(z))
+        z = jax.lax.stop_gradient(z)
+        n_active = jnp.minimum(n_loops, n_grad_loops)
+
+        def body(z, j):
+            return jnp.where(j < n_active, _step(params, config, ctx, z), z), None
+
+        z = jax.lax.scan(body, z, jnp.arange(n_grad_loops))[0]
+    return arch.readout(params, config, ctx, z).astype(jnp.float32)
+
+
+def lambda1_probe(params, config, ids, *, inject: bool = True, horizon: int = 8, key=None):
+    """A differentiable single-probe λ1 estimate of the loop map on one sequence ids (L,): Benettin with
+    k = 1, i.e. the mean log norm growth of one tangent pushed through `jax.jvp` of the loop step and
+    renormalised every step, over `horizon` steps from z_0 (Huginn: random from split(key)[0]; Ouro: the
+    embeddings). Differentiable w.r.t. params (reverse mode through the jvp)."""
+    arch = architecture(config)
+    key = jax.random.key(0) if key is None else key
+    state_key, probe_key = jax.random.split(key)
+    ctx = _context(params, config, ids, inject)
+    z0 = arch.initial_state(params, config, ids, ctx, state_key).astype(jnp.float32)
+    v0 = jax.random.normal(probe_key, z0.shape, z0.dtype)
+    v0 = v0 / jnp.linalg.norm(v0)
+    f = lambda z: _step(params, config, ctx, z)  # noqa: E731
+
+    def body(carry, _):
+        z, v = carry
+        z1, w = jax.jvp(f, (z,), (v,))
+        g = jnp.linalg.norm(w)
+        return (z1, w / g), jnp.log(g)
+
+    _, logs = jax.lax.scan(body, (z0, v0), None, length=horizon)
+    return logs.mean()
+
+
+def injection_loop_step(model, arch: str, ids, *, key=None):
+    """(g, z0, e): the training loop step as a function g(z, e) of the state and the injection, the
+    start state and the model's injection for `ids` (Huginn only). For huginn-noinject g ignores e."""
+    if not is_huginn(arch):
+        raise ValueError("only Huginn models have an input injection")
+    params, config = model.params, model.config
+    ctx = architecture(config).context(params, config, ids)
+    key = jax.random.key(0) if key is None else key
+    z0 = architecture(config).initial_state(params, config, ids, ctx, key)
+    inject = injects(arch)
+
+    def g(z, e):
+        return _step(params, config, _with_injection(ctx, e, inject), z)
+
+    return g, z0, ctx["injection"]
+
+
+# ---- writing checkpoints ----
+
+def save_hf_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, overwrite: bool = False) -> Path:
+    """config.json + model.safetensors (+ tokenizer.json) in out_dir, atomically; loopjax.load reads it."""
+    from loopjax.checkpoint import write_hf_checkpoint
+    from loopjax.weights import to_hf_tensors
+
+    extra = [tokenizer_json] if tokenizer_json is not None else []
+    return write_hf_checkpoint(out_dir, hf_config(model.config, arch), to_hf_tensors(model), extra_files=extra,
+                               overwrite=overwrite)
+
+
+def save_orbax_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, meta: dict | None = None) -> Path:
+    """The `loopjax convert` layout (params/ + config.json + loopjax.json + tokenizer.json), atomically."""
+    from loopjax.weights import save_orbax
+
+    extra = [tokenizer_json] if tokenizer_json is not None else []
+    return save_orbax(model, out_dir, hf_config(model.config, arch), meta, extra)
+
+
+# ---- other internals the trainer uses ----
+
+def builtin_prompt_texts() -> list[str]:
+    """The texts of loopjax's 20 built-in analysis prompts, in order."""
+    from loopjax.prompts import builtin_prompts
+
+    return [p.text for p in builtin_prompts()]
+
+
+def describe_config(config) -> dict:
+    """The architecture config as a JSON-able dict (for the settings)."""
+    return dataclasses.asdict(config)

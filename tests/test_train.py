@@ -1,0 +1,178 @@
+"""loopjax.train: tokenizer, batches, optimisation, metrics, resume, HF round trip, no-injection model."""
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import loopjax
+from loopjax.train import TrainConfig, data, forward, train, trainer
+from loopjax.train import injection_ablation as ablation_mod
+
+TINY = dict(hidden=32, layers=1, heads=2, intermediate=64, vocab_size=300, seq_len=16, batch=4, loops=3,
+            heldout_windows=8, lambda1_prompts=2, lambda1_steps=4, backprop_depth=2, warmup=0, lr=1e-2, steps=8,
+            lambda1_every=4)
+# one recipe for the optimisation and the resume tests: they share the compiled steps (cached per recipe)
+HUGINN = TrainConfig(arch="huginn", **TINY)
+
+
+def tiny_model(arch, vocab=300, seed=0):
+    config = forward.make_config(arch, vocab_size=vocab, hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64,
+                                 loops=3, prelude_layers=1, coda_layers=1)
+    return loopjax.random_model(config, jax.random.key(seed))
+
+
+def test_tokenizer_trains_encodes_and_decodes():
+    text = ("The quick brown fox jumps over the lazy dog. Loops iterate a map over the hidden state.\n\n"
+            "Unicode survives byte-level BPE: naïve café, 日本語, emoji 🙂.") * 3
+    docs = [d for d in text.split("\n\n")]
+    tok = data.train_tokenizer(docs, vocab_size=300)
+    assert tok.get_vocab_size() <= 300 and tok.token_to_id(data.EOS) == 0
+    for d in docs:
+        ids = tok.encode(d, add_special_tokens=False).ids
+        assert ids and max(ids) < 300 and min(ids) >= 0
+        assert tok.decode(ids) == d
+    stream = data.encode_docs(tok, docs)
+    assert stream.dtype == np.int32 and stream[-1] == 0 and (stream == 0).sum() == len(docs)
+
+
+def test_corpus_split_and_batches_are_deterministic():
+    corpus = data.load_corpus()
+    assert corpus.train_docs and corpus.heldout_docs
+    held = sum(map(len, corpus.heldout_docs)) / (sum(map(len, corpus.heldout_docs)) + sum(map(len, corpus.train_docs)))
+    assert 0.05 <= held < 0.15
+    assert corpus.digest == data.load_corpus().digest
+    tokens = np.arange(1000, dtype=np.int32)
+    a = data.sample_batch(tokens, 7, batch=4, seq_len=16, seed=3)
+    assert a.shape == (4, 17) and np.array_equal(a, data.sample_batch(tokens, 7, batch=4, seq_len=16, seed=3))
+    assert not np.array_equal(a, data.sample_batch(tokens, 8, batch=4, seq_len=16, seed=3))
+    assert np.all(np.diff(a, axis=1) == 1)      # contiguous windows
+
+
+@pytest.mark.parametrize("arch", ["ouro", "huginn"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(arch):
+    cfg = HUGINN if arch == "huginn" else TrainConfig(arch=arch, **TINY)
+    model = tiny_model(arch)
+    train_step, objective, _ = trainer.build_steps(cfg, model.config)
+    tx, _ = trainer.make_optimizer(cfg)
+    params, opt_state = model.params, tx.init(model.params)
+    batch = jnp.asarray(np.random.default_rng(0).integers(1, 300, size=(4, 17)), jnp.int32)
+    key, loops = jax.random.key(1), jnp.asarray(3, jnp.int32)   # fixed z0 and loop count: a fixed objective
+    before = float(objective(params, batch, key, loops)["loss"])
+    for _ in range(8):
+        params, opt_state, out = train_step(params, opt_state, batch, key, loops)
+    after = float(objective(params, batch, key, loops)["loss"])
+    assert np.isfinite(out["grad_norm"]) and after < before - 0.1, (before, after)
+
+
+def test_metrics_checkpoints_and_resume_equal_an_uninterrupted_run(tmp_path):
+    """Batches, loop counts and z0 are functions of (seed, step), and the resumed run restores params and
+    optimiser state exactly from the step-4 checkpoint, so the same compiled steps replay the same floats:
+    the final params and every recorded number are bit-identical (exact equality, no tolerance)."""
+    cfg = HUGINN
+    train(cfg, tmp_path / "whole")
+    out = train(cfg, tmp_path / "cut", stop_after=6)                  # "killed" after 6 updates
+    assert out["status"] == "interrupted"
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    assert resumed["resumed_from_step"] == 4
+
+    m = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    measured = [r["step"] for r in m["records"] if "lambda1" in r]
+    assert measured == [0, 4, 8] and m["status"] == "complete"
+    assert len(m["records"][0]["lambda1"]["per_prompt"]) == 2 and np.isfinite(m["records"][-1]["lambda1"]["mean"])
+    assert m["unigram_baseline"] > 0 and all(np.isfinite(r["loss"]) for r in m["records"])
+
+    m2 = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m2["records"] == m["records"]
+    a, b = loopjax.load(tmp_path / "whole"), loopjax.load(tmp_path / "cut")
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    ckpts = sorted((tmp_path / "whole" / "checkpoints").glob("step_*"))
+    assert [p.name for p in ckpts] == ["step_000000", "step_000004", "step_000008"]
+    assert [(p / "train_state").is_dir() for p in ckpts] == [False, False, True]   # only the latest
+    ckpt = loopjax.load(tmp_path / "whole" / "checkpoints" / "step_000004")
+    assert (tmp_path / "whole" / "checkpoints" / "step_000004" / "tokenizer.json").is_file()
+    assert jax.tree.structure(ckpt.params) == jax.tree.structure(a.params)
+    with pytest.raises(ValueError, match="another recipe"):
+        train(dataclasses.replace(cfg, steps=9), tmp_path / "cut", resume=True)
+
+
+@pytest.mark.parametrize("arch", ["ouro", "huginn", "huginn-noinject"])
+def test_hf_round_trip_gives_the_same_logits(arch, tmp_path):
+    model = tiny_model(arch)
+    ids = jnp.asarray([[5, 17, 42, 7, 99, 3]], jnp.int32)
+    key = jax.random.key(4)
+    mine = forward.forward_logits(model.params, model.config, ids, inject=forward.injects(arch), key=key)
+    forward.save_hf_checkpoint(model, tmp_path / "m", arch=arch)
+    loaded = loopjax.load(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text()).get("injection_type") == (
+        "none" if arch == "huginn-noinject" else ("linear" if arch == "huginn" else None))
+    theirs = loopjax.logits(loaded, ids, key=key)
+    np.testing.assert_allclose(np.asarray(theirs), np.asarray(mine), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(loopjax.logits(model, ids, key=key)), np.asarray(mine), atol=1e-5, rtol=0)
+
+
+def test_noinject_loop_map_does_not_depend_on_the_injection():
+    ids = jnp.asarray([5, 17, 42, 7, 99], jnp.int32)
+    tangents = {}
+    for arch in ("huginn", "huginn-noinject"):
+        g, z0, e = forward.injection_loop_step(tiny_model(arch), arch, ids, key=jax.random.key(0))
+        v = jax.random.normal(jax.random.key(1), e.shape)
+        _, tangents[arch] = jax.jit(lambda e_, v_: jax.jvp(lambda x: g(z0, x), (e_,), (v_,)))(e, v)
+    assert np.all(np.asarray(tangents["huginn-noinject"]) == 0.0)
+    assert np.abs(np.asarray(tangents["huginn"])).max() > 1e-3      # the check can fail
+    # the loaded no-injection model's own context carries e = 0 too
+    assert np.all(np.asarray(loopjax.context(tiny_model("huginn-noinject"), ids)["injection"]) == 0.0)
+
+
+def test_lambda1_regulariser_is_differentiable():
+    model = tiny_model("ouro")
+    ids = jnp.asarray([5, 17, 42, 7, 99, 3], jnp.int32)
+    lam, grads = jax.value_and_grad(lambda p: forward.lambda1_probe(p, model.config, ids, horizon=4,
+                                                                    key=jax.random.key(2)))(model.params)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
+    assert np.isfinite(float(lam)) and all(np.isfinite(norms)) and max(norms) > 0
+
+
+def test_ablation_summary_and_figure(tmp_path):
+    steps = [0, 10, 20, 30]
+    assert ablation_mod.settled_step(steps, [0.1, -0.2, 0.3, 0.4]) == 20
+    assert ablation_mod.settled_step(steps, [-0.1, -0.2, -0.3, -0.4]) == 0
+    curve = lambda m: {"steps": steps, "mean": m, "sem": [0.01] * 4, "heldout_loss": [5.0] * 4}  # noqa: E731
+    s = ablation_mod.summarize({"huginn": {0: curve([0.2, -0.1, -0.2, -0.3]), 1: curve([0.1, -0.2, -0.1, -0.3])},
+                                "huginn-noinject": {0: curve([0.2, 0.1, 0.2, 0.3]), 1: curve([0.1, 0.2, -0.1, 0.1])}})
+    assert s["models"]["huginn"]["regime"] == "contracting" and s["models"]["huginn-noinject"]["regime"] == "expanding"
+    assert s["removing_injection_flips_regime"] and s["models"]["huginn"]["settled_from_step"] == 10
+    assert s["models"]["huginn-noinject"]["settled_from_step"] == 0   # the mean over seeds never changes sign
+    assert s["models"]["huginn"]["final_sem_of"] == "sem over seeds"
+    assert ablation_mod.plot(s, tmp_path / "f.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject"])
+def test_shipped_builtins_are_the_trained_models_they_claim(name):
+    """The trained built-ins load with their own BPE tokenizer, and their shipped (bf16) weights give the
+    held-out loss their training.json states; the injected models beat the unigram baseline."""
+    import json
+
+    import loopjax
+    from loopjax.loading import BUILTIN_DIR
+    from loopjax.tokenizer import get_tokenizer
+    from loopjax.train import builtins
+    from loopjax.train.trainer import TrainConfig
+
+    folder = BUILTIN_DIR / name
+    info = json.loads((folder / "training.json").read_text())
+    model = loopjax.load(f"builtin:{name}")
+    assert loopjax.source_dir(f"builtin:{name}") == folder
+    tok = get_tokenizer(folder, model.config.vocab_size)
+    ids = tok.encode("Once upon a time, in a kingdom far away;")
+    assert "simple" not in tok.name and 3 < len(ids) < 20 and max(ids) < model.config.vocab_size
+    cfg = TrainConfig(arch=builtins.BUILTINS[name])
+    assert json.loads((folder / "train_recipe.json").read_text()) == json.loads(json.dumps(cfg.to_json()))
+    loss = builtins.heldout_loss(model, cfg, folder)
+    assert loss == pytest.approx(info["heldout_loss_shipped"], abs=1e-4)
+    if name != "huginn-tiny-noinject":   # the no-injection Huginn never sees its input (docs/training.md)
+        assert loss < info["unigram_baseline"] - 1.0
