@@ -118,7 +118,8 @@ def test_spectrum_builtin_end_to_end(tmp_path, capsys):
     import loopjax
 
     out = tmp_path / "out"
-    rc, _ = run(["spectrum", "--model", "builtin:ouro-tiny-random", "--max-prompts", 2, "--out", out, *TINY], capsys)
+    rc, _ = run(["spectrum", "--model", "builtin:ouro-tiny-random", "--max-prompts", 2, "--out", out, *TINY,
+                 "--pad-multiple", 8], capsys)
     assert rc == 0
     res = assert_complete(out / "spectrum", ["spectrum_running_top5.png", "spectrum_full.png"])
     assert res["model"]["source"] == "builtin:ouro-tiny-random" and res["model"]["model_type"] == "ouro"

@@ -112,9 +112,7 @@ class _Unit:
 def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts: list[Prompt],
                  tokens: list[list[int]], out: Path, **opts) -> dict:
     """One per-prompt analysis into out/<analysis>/: prompt i runs with key loopjax.prompt_key(seed, i)."""
-    one_by_one = getattr(args, "no_batch", False) or opts.get("checkpoint_every")  # segments go prompt by prompt
-    opts = {**opts, "seed": args.seed,
-            "pad_multiple": None if one_by_one else _or(getattr(args, "pad_multiple", None), 8)}
+    opts = {**opts, "seed": args.seed, "pad_multiple": pad_multiple(args, opts)}
     settings = {**common_settings(args, loaded, analysis.name, prompts), **{k: opts.get(k) for k in analysis.options}}
     store = RunStore(out / analysis.name, analysis.name, settings, resume=args.resume, overwrite=args.overwrite)
     runner = Runner(store, quiet=args.quiet, hooks=ctx.hooks, interrupts=ctx.interrupts)
@@ -139,6 +137,19 @@ def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts
     res["prompts"] = prompt_entries(records)
     res["figures"] = [p.name for p in analysis.figures(store.root, results, summary, loaded.name)]
     return runner.finish(res)
+
+
+def pad_multiple(args, opts: dict) -> int | None:
+    """The padded-batch bucket size, or None (prompt by prompt): --pad-multiple N if given; by default 8 on
+    an accelerator and None on CPU, where batching measured no faster (benchmarks/ragged_batch.py); always
+    None with --no-batch or --checkpoint-every (segments go prompt by prompt)."""
+    import jax
+
+    if getattr(args, "no_batch", False) or opts.get("checkpoint_every"):
+        return None
+    if getattr(args, "pad_multiple", None) is not None:
+        return args.pad_multiple
+    return None if jax.default_backend() == "cpu" else 8
 
 
 def _batched(analysis: Analysis, opts: dict, store: RunStore, units, model):
