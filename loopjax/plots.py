@@ -338,3 +338,46 @@ def plot_models_attribution(path, models: Sequence[tuple[str, Sequence[str], np.
         axes[0][0].set_ylabel("contribution to $\\lambda_1$ (per loop)")
         fig.suptitle("Per-sublayer contributions to $\\lambda_1$ (blue: expanding, vermillion: contracting)")
         return _save(fig, path)
+
+
+def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: str) -> Path:
+    """lambda_1 of each token position (`loopjax.positions.token_spectrum`): the largest exponent of the
+    position's own diagonal block of the loop Jacobian, one bar per token in prompt order (blue: expanding,
+    vermillion: contracting). ``lambda1``: (L,) or (P, L) (P runs of the same prompt, e.g. probe seeds:
+    bar = mean, error bar = +/- 1 std, dots = runs); NaN marks a position that was not measured. The
+    dashed line is the largest (mean) bar: the prompt's lambda_1 when every position was measured (union
+    property)."""
+    with plt.rc_context(_RC):
+        v = np.asarray(lambda1, dtype=np.float64)
+        v = v[None] if v.ndim == 1 else v
+        P, L = v.shape
+        if len(tokens) != L:
+            raise ValueError(f"{len(tokens)} tokens for lambda1 of {L} positions")
+        measured = np.isfinite(v).any(axis=0)
+        vm = np.where(np.isfinite(v[:, measured]), v[:, measured], np.nan)
+        mean, std = np.full(L, np.nan), np.full(L, np.nan)
+        mean[measured], std[measured] = np.nanmean(vm, axis=0), np.nanstd(vm, axis=0)
+        x = np.arange(L)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * L + 2.5), 4.4))
+        colors = [OKABE_ITO[0] if m >= 0 else OKABE_ITO[3] for m in np.nan_to_num(mean)]
+        ax.bar(x[measured], mean[measured], yerr=std[measured] if P > 1 else None, capsize=3, alpha=0.85,
+               color=[c for c, m in zip(colors, measured) if m])
+        if P > 1:
+            rng = np.random.default_rng(0)
+            for p in range(P):
+                ok = np.isfinite(v[p])
+                ax.scatter(x[ok] + rng.uniform(-0.15, 0.15, ok.sum()), v[p, ok], s=9, color=OKABE_ITO[5],
+                           alpha=0.7, lw=0, zorder=3, label="per run" if p == 0 else None)
+        top = float(np.nanmax(mean)) if measured.any() else np.nan
+        if np.isfinite(top):
+            ax.axhline(top, color=OKABE_ITO[1], lw=1.2, ls="--", label=f"max over positions: {top:+.3f}")
+        ax.axhline(0, color="0.3", lw=0.8)
+        labels = [str(t) if len(str(t)) <= 12 else str(t)[:11] + "…" for t in tokens]
+        tilt = L > 8 or max((len(s) for s in labels), default=0) > 6
+        ax.set_xticks(x, labels, rotation=45 if tilt else 0, ha="right" if tilt else "center", fontsize=9)
+        ax.set_xlabel("token (position in the prompt)")
+        ax.set_ylabel("$\\lambda_1$ of the position (per loop)")
+        runs = f", mean $\\pm$1 std over {P} runs" if P > 1 else ""
+        ax.set_title(f"{model}: per-token $\\lambda_1$ ({int(measured.sum())} of {L} positions{runs})")
+        ax.legend(loc="best", fontsize=9)
+        return _save(fig, path)

@@ -40,6 +40,12 @@ def _blurb(name: str, r: dict) -> str:
                 f"mean over prompts.")
     if name == "trajectory":
         return f"‖z_(t+1) − z_t‖ and ‖z_t‖ over {st['steps']} loop steps, per prompt (thin) and mean (thick)."
+    if name == "tokens":
+        return (f"λ1 of each position's own block of the loop Jacobian (one probe, T={st['steps']}); the loop map "
+                f"is causal, so the prompt's spectrum is the union of the positions' spectra.")
+    if name == "tokens":
+        return (f"λ1 of each position's own block of the loop Jacobian (one probe, T={st['steps']}); the loop map "
+                f"is causal, so the prompt's spectrum is the union of the positions' spectra.")
     if name == "ablation":
         return (f"The injection e scaled by alpha (the adapter sees concat(z, alpha·e)): λ1 (one probe, "
                 f"T={st['steps_lambda1']}) and the k=1 attribution per alpha; details: ablation/index.md.")
@@ -48,7 +54,7 @@ def _blurb(name: str, r: dict) -> str:
 
 TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribution",
           "similarity": "Residual-stream similarity across loops", "trajectory": "Convergence of the loop",
-          "ablation": "Input-injection ablation", "sweep": "λ1 across checkpoints"}
+          "tokens": "λ1 per token", "ablation": "Input-injection ablation", "sweep": "λ1 across checkpoints"}
 
 
 def _sections(results: dict) -> list[dict]:

@@ -399,6 +399,42 @@ def summarize_convergence(results: Sequence[dict]) -> ConvergenceSummary:
         log_step_norm_slope_second_half=slope, converged_fraction=_f((rel[:, -1] < 1e-3).mean()))
 
 
+# ---- per-token spectra ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TokenSummary(Summary):
+    """Per-token spectra (`loopjax.positions.token_spectrum`): λ1 of each position's own diagonal block of
+    the loop Jacobian. `lambda1_by_position` lists per prompt the λ1 of every position (prompt order)."""
+    kind: ClassVar[str] = "tokens"
+    n_prompts: int
+    k: int
+    steps: int
+    lambda1_by_position: list
+    union_lambda1_mean: float             # mean over prompts of the largest position λ1 (= the prompt's λ1)
+    fraction_expanding_positions: float   # positions with λ1 > 0, over all prompts
+    argmax_position_fraction_last: float  # prompts whose most expanding position is the last token
+
+    def rows(self):
+        return [("prompts", str(self.n_prompts)),
+                ("λ1 of the prompt = max over positions (mean)", f"{self.union_lambda1_mean:+.4f}"),
+                ("positions with λ1 > 0", f"{100 * self.fraction_expanding_positions:.1f}%"),
+                ("prompts whose most expanding position is the last token",
+                 f"{100 * self.argmax_position_fraction_last:.1f}%")]
+
+
+def summarize_tokens(results) -> TokenSummary:
+    lam = [np.asarray(r.lambda1 if hasattr(r, "lambda1") and not isinstance(r, dict) else r["lambda1"],
+                      dtype=np.float64) for r in results]
+    first = results[0]
+    k = int(np.shape(first.exponents if not isinstance(first, dict) else first["exponents"])[-1])
+    steps = int(first.log_growth.shape[-2]) if not isinstance(first, dict) else int(first["steps"])
+    return TokenSummary(
+        n_prompts=len(lam), k=k, steps=steps, lambda1_by_position=[_list(v) for v in lam],
+        union_lambda1_mean=_f(np.mean([v.max() for v in lam])),
+        fraction_expanding_positions=_f(np.mean(np.concatenate(lam) > 0)),
+        argmax_position_fraction_last=_f(np.mean([int(np.argmax(v)) == v.size - 1 for v in lam])))
+
+
 # ---- dispatch ------------------------------------------------------------------------------------------
 
 def _unbatch(results) -> list:
@@ -415,9 +451,9 @@ def _unbatch(results) -> list:
 
 SUMMARIZERS = {"spectrum": summarize_spectrum, "attribution": summarize_attribution,
                "lambda1": summarize_lambda1, "sweep": summarize_sweep, "similarity": summarize_similarity,
-               "convergence": summarize_convergence}
+               "convergence": summarize_convergence, "tokens": summarize_tokens}
 SUMMARY_TYPES = {cls.kind: cls for cls in (SpectrumSummary, AttributionSummary, Lambda1Summary, SweepSummary,
-                                           SimilaritySummary, ConvergenceSummary)}
+                                           SimilaritySummary, ConvergenceSummary, TokenSummary)}
 
 
 def kind_of(results: Sequence[Any]) -> str:

@@ -206,8 +206,8 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
         assert "simple" not in load(d / "spectrum" / "results.json")["model"]["tokenizer"]  # their own BPE
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
         pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
-        # running top-5, full spectrum, bars, heatmap, similarity, convergence; Huginn: + the ablation's two
-        assert len(pngs) == (8 if name == "huginn-tiny" else 6), pngs
+        # running top-5, full spectrum, bars, heatmap, similarity, convergence, tokens; Huginn: + the ablation's two
+        assert len(pngs) == (9 if name == "huginn-tiny" else 7), pngs  # + λ1 per token
         for png in pngs:
             assert f"({png})" in md and f"src='{png}'" in html
         for a in ("spectrum", "attribution", "similarity", "trajectory"):
@@ -363,3 +363,27 @@ def test_convert_command(tmp_path, capsys):
     assert rc == 0 and (out / "config.json").is_file()
     rc, o = run(["convert", tmp_path / "missing", tmp_path / "o2"], capsys)
     assert rc == 2 and o.err.startswith("loopjax: error:") and "Traceback" not in o.err
+
+
+def test_tokens_command_and_devices(tmp_path, prompts4, capsys):
+    """`loopjax tokens` writes per-token λ1 and its figure; `--devices 4` (4 forced host devices, k=5 not a
+    multiple of 4) gives the 1-device exponents up to float32 rounding."""
+    out = tmp_path / "t"
+    assert run(["tokens", *RANDOM, "--prompts", prompts4, "--steps", 4, "--out", out, "--quiet"], capsys)[0] == 0
+    res = load(out / "tokens" / "results.json")
+    assert (out / "tokens" / "tokens_lambda1.png").stat().st_size > 5000
+    lam = res["prompts"][0]["lambda1"]
+    assert len(lam) == len(res["prompts"][0]["token_ids"]) == 4
+    assert res["summary"]["union_lambda1_mean"] == pytest.approx(np.mean([max(p["lambda1"]) for p in res["prompts"]]))
+
+    one, four = tmp_path / "one", tmp_path / "four"
+    argv = ["spectrum", *RANDOM, "--prompts", prompts4, "--k", 5, "--steps", 6, "--quiet"]
+    assert run([*argv, "--out", one], capsys)[0] == 0
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    r = subprocess.run([sys.executable, "-m", "loopjax.cli", *map(str, argv), "--out", str(four), "--devices", "4"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a, b = load(one / "spectrum" / "results.json"), load(four / "spectrum" / "results.json")
+    assert b["settings"]["devices"] == 4
+    for pa, pb in zip(a["prompts"], b["prompts"]):
+        np.testing.assert_allclose(pb["exponents"], pa["exponents"], atol=1e-5)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 import loopjax
+from loopjax import positions
 from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, concatenate
 
 
@@ -42,6 +43,8 @@ def _spectrum(model, ids, key, o, unit, core=None):
     every = o.get("checkpoint_every")
     if core is not None:
         result = core
+    elif o.get("devices"):
+        result = _spectrum_on_mesh(model, ids, key, o)
     elif not every or every >= o["steps"]:
         result = loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
     else:
@@ -69,6 +72,19 @@ def _spectrum_extras(records) -> dict:
     if "probe_seed_exponents" in records[0]:
         extras["probe_seed_results"] = [r["probe_seed_exponents"] for r in records]
     return extras
+
+
+def _spectrum_on_mesh(model, ids, key, o):
+    """The probe axis sharded over the first `devices` devices; k is padded to a multiple of the device
+    count with extra orthonormal probe columns and the first k exponents kept (QR is column-ordered, so
+    they equal the 1-device run up to float rounding)."""
+    import jax
+    from jax.sharding import Mesh
+
+    mesh = Mesh(np.array(jax.devices()[:o["devices"]]), ("p",))
+    q = positions.spectrum_probes_for_mesh(model, ids, k=o["k"], key=key, n_devices=mesh.size)
+    res = loopjax.spectrum(model, ids, k=q.shape[1], steps=o["steps"], key=key, probes=q, mesh=mesh, **_engine(o))
+    return positions.first_probes(res, o["k"])
 
 
 def _spectrum_in_segments(model, ids, key, o, unit):
@@ -115,7 +131,8 @@ def _spectrum_figures(folder, results, summary, title):
 
 
 SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "warmup", "renorm_every", "checkpoint_every",
-                                             "probe_seeds", "orbit_steps", "perturbation", "pad_multiple"),
+                                             "probe_seeds", "orbit_steps", "perturbation", "pad_multiple",
+                                             "devices"),
                     _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures, _spectrum_extras,
                     _spectrum_batch)
 
@@ -185,4 +202,22 @@ def _trajectory_figures(folder, results, summary, title):
 TRAJECTORY = Analysis("trajectory", "convergence", ("steps",), _trajectory, _arrays_record, dict,
                       _trajectory_figures)
 
-ANALYSES = {a.name: a for a in (SPECTRUM, ATTRIBUTION, SIMILARITY, TRAJECTORY)}
+# ---- per-token spectra ---------------------------------------------------------------------------------
+
+def _tokens(model, ids, key, o, unit, core=None):
+    return positions.token_spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+
+
+def _tokens_figures(folder, results, summary, title):
+    from loopjax import plots
+
+    first = results[0]
+    labels = first.get("pieces") or [str(t) for t in first["tokens"]]
+    return [plots.plot_token_lambda1(folder / "tokens_lambda1.png", labels, np.asarray(first["lambda1"]),
+                                     f"{title}, prompt 0")]
+
+
+TOKENS = Analysis("tokens", "tokens", ("k", "steps", "warmup", "renorm_every"), _tokens,
+                  lambda r: r.to_json(), dict, _tokens_figures)
+
+ANALYSES = {a.name: a for a in (SPECTRUM, ATTRIBUTION, SIMILARITY, TRAJECTORY, TOKENS)}

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 import loopjax
 from loopjax import report
-from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TRAJECTORY, Analysis
+from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TOKENS, TRAJECTORY, Analysis
 from loopjax.cli.runner import Hooks, Interrupts, Runner, header, progress, prompt_entries
 from loopjax.cli.session import CLIError, Loaded, check_source_exists, model_name, parse_checkpoint_spec, \
     software_versions
@@ -26,7 +26,7 @@ DEFAULT_MODEL = "builtin:ouro-tiny"
 BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject")  # trained, shipped
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
-         "similarity": {"loops": 8}, "trajectory": {"steps": 64}}
+         "similarity": {"loops": 8}, "tokens": {"k": 1, "steps": 64}, "trajectory": {"steps": 64}}
 REPORT_ATTR_K = 50  # report: attribution heatmap over 50 directions as the paper's Fig. 5a (column 1 = λ1)
 ORBIT_STEPS = 64  # loop steps orbit_type looks at (at least; the spectrum's T if longer)
 HUGINN_PRETRAINING_STEPS = (6144, 10752, 11904, 17920, 23808, 29824, 35840, 41728)
@@ -120,13 +120,15 @@ def run_analysis(args, ctx: Context, analysis: Analysis, loaded: Loaded, prompts
              for i, (p, ids) in enumerate(zip(prompts, tokens))]
     runner.begin([key for key, _ in units])
     batched = _batched(analysis, opts, store, units, loaded.model)
+    pieces = {u: loaded.pieces(inp["token_ids"]) for u, inp in units} if analysis is TOKENS else {}
 
     def compute(unit: str, inputs: dict) -> dict:
         key = loopjax.prompt_key(args.seed, inputs["index"])
         ids = jnp.asarray(inputs["token_ids"], jnp.int32)
         core = batched(unit) if batched else None
-        return analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit, inputs["index"]),
-                                                   core))
+        record = analysis.to_record(analysis.compute(loaded.model, ids, key, opts, _Unit(runner, unit, inputs["index"]),
+                                                     core))
+        return {**record, "pieces": pieces[unit]} if unit in pieces else record
 
     records = runner.units(units, compute, desc=f"{loaded.name} {analysis.name}")
     results = [analysis.from_record(rec["result"]) for rec in records]
@@ -145,7 +147,7 @@ def pad_multiple(args, opts: dict) -> int | None:
     None with --no-batch or --checkpoint-every (segments go prompt by prompt)."""
     import jax
 
-    if getattr(args, "no_batch", False) or opts.get("checkpoint_every"):
+    if getattr(args, "no_batch", False) or opts.get("checkpoint_every") or opts.get("devices"):
         return None
     if getattr(args, "pad_multiple", None) is not None:
         return args.pad_multiple
@@ -190,11 +192,38 @@ def cmd_spectrum(args, ctx: Context) -> int:
     check_k(k, tokens, loaded.model.config.hidden_size, prompts)
     r = run_analysis(args, ctx, SPECTRUM, loaded, prompts, tokens, out, k=k, steps=steps,
                      checkpoint_every=args.checkpoint_every, **transient(args), probe_seeds=args.probe_seeds,
-                     orbit_steps=max(ORBIT_STEPS, steps), perturbation=False)
+                     orbit_steps=max(ORBIT_STEPS, steps), perturbation=False, devices=devices(args))
     s = r["summary"]
     say(args, f"spectrum: lambda1 = {s['lambda1_mean']:+.4f} +/- {s['lambda1_std']:.4f}, "
               f"{100 * s['fraction_positive']:.1f}% positive, range [{s['range_min']:+.3f}, "
               f"{s['range_max']:+.3f}] -> {out / 'spectrum' / 'results.json'}")
+    return 0
+
+
+def devices(args) -> int | None:
+    """--devices N: shard the probe axis over the first N local devices (checked here, before any work)."""
+    import jax
+
+    n = getattr(args, "devices", None)
+    if n is None:
+        return None
+    if n > len(jax.devices()):
+        raise CLIError(f"--devices {n}: only {len(jax.devices())} device(s) here ({jax.default_backend()}); on "
+                       f"CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n} makes {n} host devices")
+    if getattr(args, "checkpoint_every", None):
+        raise CLIError("--devices and --checkpoint-every do not combine (segments run on one device)")
+    return n
+
+
+def cmd_tokens(args, ctx: Context) -> int:
+    loaded, prompts, tokens, out = _setup(args)
+    k, steps = _or(args.k, PAPER["tokens"]["k"]), _or(args.steps, PAPER["tokens"]["steps"])
+    if k > loaded.model.config.hidden_size:
+        raise CLIError(f"--k {k} exceeds the hidden size {loaded.model.config.hidden_size} (one position's block)")
+    r = run_analysis(args, ctx, TOKENS, loaded, prompts, tokens, out, k=k, steps=steps, **transient(args))
+    s = r["summary"]
+    say(args, f"tokens: prompt lambda1 (max over positions) {s['union_lambda1_mean']:+.4f}; "
+              f"{100 * s['fraction_expanding_positions']:.1f}% of positions expand -> {out / 'tokens' / 'results.json'}")
     return 0
 
 
@@ -342,11 +371,14 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
         "spectrum": run_analysis(args, ctx, SPECTRUM, loaded, prompts, tokens, out, k=rs["spectrum_k"],
                                  steps=rs["spectrum_steps"], checkpoint_every=args.checkpoint_every,
                                  **transient(args), probe_seeds=args.probe_seeds,
-                                 orbit_steps=max(ORBIT_STEPS, rs["spectrum_steps"]), perturbation=True),
+                                 orbit_steps=max(ORBIT_STEPS, rs["spectrum_steps"]), perturbation=True,
+                                 devices=devices(args)),
         "attribution": run_analysis(args, ctx, ATTRIBUTION, loaded, prompts, tokens, out, k=rs["attr_k"],
                                     steps=rs["attr_steps"], **transient(args)),
         "similarity": run_analysis(args, ctx, SIMILARITY, loaded, prompts, tokens, out, loops=rs["loops"]),
         "trajectory": run_analysis(args, ctx, TRAJECTORY, loaded, prompts, tokens, out, steps=rs["traj_steps"]),
+        "tokens": run_analysis(args, ctx, TOKENS, loaded, prompts, tokens, out, k=PAPER["tokens"]["k"],
+                               steps=rs["spectrum_steps"], **transient(args)),
     }
     if loaded.model.arch.injection_fields(loaded.model.config) and not args.no_ablation:  # Huginn: the injection ablation too
         from loopjax.cli import ablate

@@ -10,7 +10,7 @@ from loopjax.cli.session import CLIError
 
 # options that count something: None (not given) or an integer >= 1
 COUNT_OPTIONS = ("k", "steps", "max_prompts", "checkpoint_every", "spectrum_steps", "attr_k", "attr_steps", "loops",
-                 "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds", "pad_multiple")
+                 "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds", "pad_multiple", "devices")
 SEED_MAX = 2**63 - 1
 
 
@@ -98,6 +98,9 @@ def _add_transient(p, probe_seeds: bool = False) -> None:
     g.add_argument("--renorm-every", type=int, default=None, metavar="R",
                    help="QR every R steps (tangents grow un-normalised in between); default 1")
     if probe_seeds:
+        g.add_argument("--devices", type=int, default=None, metavar="N",
+                       help="shard the probe axis over the first N local devices (k is padded to a multiple "
+                            "of N with extra probe columns and the first k exponents kept)")
         g.add_argument("--probe-seeds", type=int, default=None, metavar="N",
                        help="also rerun each prompt with N other probe keys (same start state) and report the "
                             "spread of the exponents")
@@ -143,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, k_default=commands.PAPER["attribution"]["k"], steps_default=commands.PAPER["attribution"]["steps"])
     _add_transient(p, probe_seeds=False)
     p.set_defaults(func=commands.cmd_attribute)
+
+    p = sub.add_parser("tokens", formatter_class=_Fmt,
+                       help="per-token spectra: the exponents of each position's own block of the Jacobian",
+                       description="The loop map is causal, so its Jacobian is block lower-triangular over "
+                                   "positions and the prompt's spectrum is the union of the per-position "
+                                   "blocks' spectra (loopjax.positions.token_spectrum). Writes "
+                                   "OUT/tokens/results.json and a figure of lambda_1 per token of prompt 0.")
+    _add_common(p, k_default=commands.PAPER["tokens"]["k"], steps_default=commands.PAPER["tokens"]["steps"])
+    p.add_argument("--warmup", type=int, default=None, metavar="N", help="loop steps before recording; default 0")
+    p.add_argument("--renorm-every", type=int, default=None, metavar="R", help="QR every R steps; default 1")
+    p.set_defaults(func=commands.cmd_tokens)
 
     p = sub.add_parser("sweep", formatter_class=_Fmt,
                        help="lambda_1 (one probe) across a list of checkpoints",

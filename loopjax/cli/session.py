@@ -106,6 +106,13 @@ class Loaded:
                                 and self.source_dir.parent.name == "snapshots" else None),
         }
 
+    def pieces(self, ids: list[int]) -> list[str]:
+        """A readable label per token id (the tokenizer's own piece; the id for the hash tokenizer)."""
+        tok = getattr(self.tokenizer, "tok", None)
+        if tok is None:
+            return [str(i) for i in ids]
+        return [tok.decode([int(i)]) or f"<{int(i)}>" for i in ids]
+
     def tokenize(self, prompts: list[Prompt], token_ids: bool = False) -> list[list[int]]:
         out = []
         for i, p in enumerate(prompts):

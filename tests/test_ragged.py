@@ -1,0 +1,123 @@
+"""Ragged batches: a list of prompts of different lengths (`loopjax.spectrum(model, [ids_a, ids_b, ...])`)
+equals the single-prompt calls with keys fold_in(key, i). Models: the random built-ins
+(`builtin:ouro-tiny-random`, `builtin:huginn-tiny-random`); prompts: the built-in ones under SimpleTokenizer.
+
+Tolerance: the batched run pads each prompt to its length bucket (8 or 16 tokens here) and vmaps the
+bucket, so the same numbers go through matmuls of other shapes (padded L, a batch axis) and XLA may
+block and sum them in another order; the results then differ by float32 rounding only, amplified a little
+by the dynamics over the steps. Measured on all 20 prompts (k=4, T=8), ouro-tiny-random / huginn-tiny-random:
+exponents 1.3e-6 / 2.9e-7, running averages 1.5e-6 / 3.0e-7, single log-growth entries 1.2e-5 / 8.3e-7
+(entries up to 4.9 / 0.47 in size), state norms 1.4e-7 / 1.6e-7 relative, final states 1.9e-5 / 1.3e-6
+relative to their largest entry, final probes 8.4e-6 / 6.1e-7. The tests allow 1e-5 on exponents and
+running averages and 1e-4 on single steps, final states and probes: far below any real difference (a
+wrong key, start state or mask changes the exponents at the 1e-2 level).
+
+Short horizons on purpose: where the loop's orbit is chaotic (ouro-tiny-random on most built-in prompts,
+lambda1 ~ +0.2 per loop) float32 rounding differences grow like exp(lambda1 * t): at the paper's T=64 the
+padded and unpadded float32 runs are different orbits (state 15% apart, exponents up to 2e-2 apart, see
+benchmarks/ragged_batch.py). In float64 the same comparison at k=50, T=64 on all 20 prompts agrees to
+~1e-11 (the slow test below allows 1e-8).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import loopjax
+from loopjax.prompts import BUILTIN_PROMPTS
+from loopjax.tokenizer import SimpleTokenizer
+
+ATOL = 1e-5        # exponents, running averages (time averages), state norms (relative)
+ATOL_STEP = 1e-4   # single log-growth entries, final states (relative to their largest entry), final probes
+# lengths 4, 4, 6, 9, 9, 13 under the simple tokenizer: buckets of 8 {4, 4, 6} and 16 {9, 9, 13}
+SIX = [0, 1, 3, 4, 5, 2]
+FIVE = [0, 1, 3, 4, 5]  # 4, 4, 6 | 9, 9: both buckets hold several prompts, one of two lengths
+ONE_BUCKET = [0, 3]  # lengths 4, 6
+
+
+class _Models(dict):
+    def __missing__(self, name):
+        self[name] = loopjax.load(f"builtin:{name}-random")  # the random built-ins: (preset, seed 0)
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return _Models()
+
+
+def _prompts(model, which):
+    tok = SimpleTokenizer(model.config.vocab_size)
+    return [jnp.array(tok.encode(BUILTIN_PROMPTS[i].text)) for i in which]
+
+
+def _check_results(model, ids, batched, singles, k):
+    H = model.config.hidden_size
+    assert isinstance(batched, list) and len(batched) == len(ids)
+    assert len({x.shape[0] for x in ids}) > 1  # really ragged
+    for x, a, b in zip(ids, batched, singles):
+        L = x.shape[0]
+        assert a.final_state.shape == b.final_state.shape == (L, H)  # unpadded
+        assert a.final_probes.shape == b.final_probes.shape == (L * H, k)
+        assert a.exponents.shape == b.exponents.shape and a.log_growth.shape == b.log_growth.shape
+        assert a.names == b.names
+        np.testing.assert_allclose(a.exponents, b.exponents, atol=ATOL)
+        np.testing.assert_allclose(a.log_growth, b.log_growth, atol=ATOL_STEP)
+        np.testing.assert_allclose(a.running, b.running, atol=ATOL)
+        np.testing.assert_allclose(a.state_norms, b.state_norms, rtol=ATOL)
+        scale = float(np.abs(np.asarray(b.final_state)).max())
+        np.testing.assert_allclose(a.final_state, b.final_state, atol=ATOL_STEP * scale)
+        np.testing.assert_allclose(a.final_probes, b.final_probes, atol=ATOL_STEP)
+        assert a.total_steps == b.total_steps
+
+
+@pytest.mark.parametrize("name, which", [("huginn-tiny", FIVE),
+                                         pytest.param("ouro-tiny", SIX, marks=pytest.mark.slow),
+                                         pytest.param("ouro-tiny", range(20), marks=pytest.mark.slow)])
+def test_ragged_spectrum_equals_single_prompts(models, name, which):
+    model, k, steps, key = models[name], 4, 8, jax.random.key(5)
+    ids = _prompts(model, which)
+    batched = loopjax.spectrum(model, ids, k=k, steps=steps, key=key)
+    singles = [loopjax.spectrum(model, x, k=k, steps=steps, key=jax.random.fold_in(key, i))
+               for i, x in enumerate(ids)]
+    _check_results(model, ids, batched, singles, k)
+    # distinct prompts give distinct spectra (the comparison is not trivially between equal numbers)
+    assert np.ptp([float(r.exponents.max()) for r in singles]) > 1e-3
+
+
+@pytest.mark.parametrize("name, which", [("ouro-tiny", ONE_BUCKET),
+                                         pytest.param("huginn-tiny", SIX, marks=pytest.mark.slow)])
+def test_ragged_attribution_equals_single_prompts(models, name, which):
+    model, k, steps, key = models[name], 2, 6, jax.random.key(9)
+    ids = _prompts(model, which)
+    batched = loopjax.attribution(model, ids, k=k, steps=steps, key=key)
+    singles = [loopjax.attribution(model, x, k=k, steps=steps, key=jax.random.fold_in(key, i))
+               for i, x in enumerate(ids)]
+    _check_results(model, ids, batched, singles, k)
+    assert batched[0].names == model.sublayer_names
+
+
+@pytest.mark.parametrize("name, which", [("ouro-tiny", ONE_BUCKET),
+                                         pytest.param("huginn-tiny", SIX, marks=pytest.mark.slow)])
+def test_ragged_lambda1_equals_single_prompts(models, name, which):
+    model, steps, key = models[name], 6, jax.random.key(2)
+    ids = _prompts(model, which)
+    batched = loopjax.lambda1(model, ids, steps=steps, key=key)
+    singles = np.array([float(loopjax.lambda1(model, x, steps=steps, key=jax.random.fold_in(key, i)))
+                        for i, x in enumerate(ids)])
+    assert batched.shape == (len(ids),)
+    np.testing.assert_allclose(batched, singles, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_ragged_spectrum_paper_settings_x64(models):
+    """All 20 built-in prompts at k=50, T=64 in float64: the batched run is the single-prompt runs."""
+    model, key = models["ouro-tiny"], jax.random.key(0)
+    ids = _prompts(model, range(20))
+    with jax.enable_x64(True):
+        batched = loopjax.spectrum(model, ids, k=50, steps=64, key=key)
+        for i, x in enumerate(ids):
+            single = loopjax.spectrum(model, x, k=50, steps=64, key=jax.random.fold_in(key, i))
+            assert batched[i].exponents.dtype == jnp.float64
+            np.testing.assert_allclose(batched[i].exponents, single.exponents, atol=1e-8)
+            np.testing.assert_allclose(batched[i].state_norms, single.state_norms, rtol=1e-8)
