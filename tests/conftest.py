@@ -49,3 +49,17 @@ def compile_cache(tmp_path_factory):
         os.environ.pop("LOOPJAX_COMPILE_CACHE", None)
     else:
         os.environ["LOOPJAX_COMPILE_CACHE"] = old
+
+
+class _RandomModels(dict):
+    def __missing__(self, name):
+        import loopjax
+
+        self[name] = loopjax.load(f"builtin:{name}-random")  # the random built-ins: (preset, seed 0)
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def models():
+    """models["ouro-tiny"] / models["huginn-tiny"]: the random built-ins, loaded on first use."""
+    return _RandomModels()

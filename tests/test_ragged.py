@@ -35,15 +35,6 @@ FIVE = [0, 1, 3, 4, 5]  # 4, 4, 6 | 9, 9: both buckets hold several prompts, one
 ONE_BUCKET = [0, 3]  # lengths 4, 6
 
 
-class _Models(dict):
-    def __missing__(self, name):
-        self[name] = loopjax.load(f"builtin:{name}-random")  # the random built-ins: (preset, seed 0)
-        return self[name]
-
-
-@pytest.fixture(scope="module")
-def models():
-    return _Models()
 
 
 def _prompts(model, which):

@@ -24,15 +24,6 @@ from loopjax.positions import (first_probes, pad_probes_for_mesh, position_probe
 IDS = [5, 17, 300]
 
 
-class _Models(dict):
-    def __missing__(self, name):
-        self[name] = loopjax.load(f"builtin:{name}-random")  # the random built-ins: (preset, seed 0)
-        return self[name]
-
-
-@pytest.fixture(scope="module")
-def models():
-    return _Models()  # loaded on first use
 
 
 @jax.jit
