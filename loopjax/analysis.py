@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from loopjax.dynamics import lambda1_perturbation, orbit_type
-from loopjax.lyapunov import benettin, benettin_sublayers
+from loopjax.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers
 from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 from loopjax.model import init_state as init_state_of
 
@@ -110,7 +110,15 @@ def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_mu
             f, _ = loop_map(model, ids, init_state=z0)
             return benettin(f, z0, k=k, steps=steps, probes=q0, tangent_mask=mask, **engine)
 
-        res = jax.vmap(one)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
+        mesh = engine.get("mesh")
+        if mesh is not None and PROMPT_AXIS in mesh.axis_names:
+            # 2-D mesh (prompts x probes): the batch axis is sharded over the prompts axis; pad the batch to a
+            # multiple of it by repeating the last prompt (its extra results are dropped)
+            extra = -len(ids_b) % mesh.shape[PROMPT_AXIS]
+            ids_b, z0_b, q_b, m_b = ([*x, *[x[-1]] * extra] for x in (ids_b, z0_b, q_b, m_b))
+            res = jax.vmap(one, spmd_axis_name=PROMPT_AXIS)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
+        else:
+            res = jax.vmap(one)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
         for b, i in enumerate(members):
             L = prompts[i].shape[0]
             r = jax.tree.map(lambda x, b=b: x[b], res)

@@ -19,7 +19,9 @@ Options (all inside one ``lax.scan``):
     still ``sum / steps``. For sublayer runs the attribution is then only meaningful at r=1.
   * ``probe_chunk=c``: the k JVPs run in chunks of c (``lax.map(..., batch_size=c)``) to bound memory.
   * ``mesh``: a ``jax.sharding.Mesh``; the probe axis is sharded over all its devices for the JVPs and
-    gathered for the QR (k must be a multiple of ``mesh.size``). Multi-host: call
+    gathered for the QR (k must be a multiple of ``mesh.size``). An axis named ``"prompts"`` is left to a
+    batch of prompts (``spectrum`` on a list of prompts with a 2-D mesh: prompts x probes); the probes are
+    then sharded over the remaining axes. Multi-host: call
     ``jax.distributed.initialize()`` in every process, build ``Mesh(np.array(jax.devices()), ("p",))``
     over the global device list, and call ``benettin`` in every process with the same inputs; the
     results are replicated, so every process can read them.
@@ -164,15 +166,17 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
     def constrain(x, spec):
         return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
+    probe_axes = probe_mesh_axes(mesh) if mesh is not None else None
+
     def tangents(g, u, Q):
         u_next, lin = jax.linearize(lambda x: g(x).astype(dt), u)
         col = lambda q: lin(q.reshape(shape)).reshape(-1)
-        Q = constrain(Q, P(None, mesh.axis_names if mesh is not None else None))
+        Q = constrain(Q, P(None, probe_axes))
         if probe_chunk is None or probe_chunk >= k:
             W = jax.vmap(col, in_axes=1, out_axes=1)(Q)
         else:
             W = jax.lax.map(col, Q.T, batch_size=probe_chunk).T
-        W = constrain(W, P(None, mesh.axis_names if mesh is not None else None))
+        W = constrain(W, P(None, probe_axes))
         if mask is not None:  # confine the tangents to the masked coordinates (exact for a block-triangular J)
             W = W * mask.reshape(-1, 1).astype(dt)
         return u_next, constrain(W, P())
@@ -260,6 +264,18 @@ def _check_int(name, value, lo):
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
+PROMPT_AXIS = "prompts"  # a mesh axis of this name carries a batch of prompts; the others carry the probes
+
+
+def probe_mesh_axes(mesh) -> tuple[str, ...]:
+    """The mesh axes the probe axis is sharded over: all of them except a `prompts` axis."""
+    return tuple(a for a in mesh.axis_names if a != PROMPT_AXIS)
+
+
+def probe_mesh_size(mesh) -> int:
+    return int(np.prod([mesh.shape[a] for a in probe_mesh_axes(mesh)], dtype=np.int64))
+
+
 def _masked_probes(key, mask, k, dt):
     """Orthonormal probes drawn on the coordinates where mask is True (in order) and zero elsewhere: for a
     prefix mask (right padding) they equal the unpadded problem's probes, row for row."""
@@ -289,8 +305,9 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
     d = z0.size
     if k > d:
         raise ValueError(f"k={k} probes exceed the state dimension d={d}")
-    if mesh is not None and k % mesh.size:
-        raise ValueError(f"k={k} must be a multiple of the number of mesh devices ({mesh.size})")
+    if mesh is not None and k % probe_mesh_size(mesh):
+        raise ValueError(f"k={k} must be a multiple of the number of mesh devices ({probe_mesh_size(mesh)}) the "
+                         f"probes are sharded over (the axes other than '{PROMPT_AXIS}')")
     if not _is_traced(z0) and not np.all(np.isfinite(np.asarray(z0))):
         raise ValueError("z0 contains NaN or inf")
     for j, g in enumerate(maps):
