@@ -63,3 +63,15 @@ class _RandomModels(dict):
 def models():
     """models["ouro-tiny"] / models["huginn-tiny"]: the random built-ins, loaded on first use."""
     return _RandomModels()
+
+
+VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
+
+
+def numbers(obj):
+    """A results JSON without the fields that legitimately differ between runs (times, paths, versions)."""
+    if isinstance(obj, dict):
+        return {k: numbers(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [numbers(v) for v in obj]
+    return obj

@@ -26,12 +26,12 @@ import pytest
 import loopjax
 from loopjax import checkpoint, cli, runstore
 from loopjax.cli import Hooks
+from conftest import numbers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OURO = FIXTURES / "ouro-tiny"
 TINY = ["--k", "2", "--steps", "2", "--quiet"]
 RANDOM = ["--model", "builtin:ouro-tiny-random"]  # the fast random built-in, where a test names no model
-VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
 NOISE = ("Traceback", "Event loop is closed", "never retrieved", "Exception ignored", "ERROR:")
 
 
@@ -68,14 +68,6 @@ def one_line_error(err: str, *needles: str) -> None:
 
 def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def numbers(obj):
-    if isinstance(obj, dict):
-        return {k: numbers(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [numbers(v) for v in obj]
-    return obj
 
 
 def results(folder: Path) -> dict:

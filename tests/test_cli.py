@@ -16,11 +16,11 @@ import pytest
 
 from loopjax import cli
 from loopjax.cli import Hooks
+from conftest import numbers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RANDOM = ["--model", "builtin:ouro-tiny-random"]  # the fast random built-in (the default is the trained one)
 TINY = ["--k", "4", "--steps", "4", "--quiet"]
-VOLATILE = {"timestamps", "timing", "seconds", "results_dir", "started", "finished", "software"}
 
 
 @pytest.fixture
@@ -35,15 +35,6 @@ def run(argv, capsys=None, hooks=None):
     rc = cli.main([str(a) for a in argv], hooks=hooks)
     out = capsys.readouterr() if capsys is not None else None
     return rc, out
-
-
-def numbers(obj):
-    """A results JSON without the fields that legitimately differ between runs."""
-    if isinstance(obj, dict):
-        return {k: numbers(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [numbers(v) for v in obj]
-    return obj
 
 
 def load(path):
