@@ -50,8 +50,8 @@ import numpy as np
 import loopjax
 from loopjax.models import config_from_hf
 from loopjax.models.presets import preset
-from loopjax.prompts import BUILTIN_PROMPTS
-from loopjax.tokenizer import SimpleTokenizer
+from loopjax.io.prompts import BUILTIN_PROMPTS
+from loopjax.io.tokenizer import SimpleTokenizer
 
 PROTOCOL = {"prompts": 20, "spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}}
 # CPU (24 GiB here): Ouro-1.4B fits in fp32 (faster on CPU: no bf16->f32 conversion at every use),

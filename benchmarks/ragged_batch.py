@@ -1,7 +1,7 @@
 """Ragged batches vs one prompt at a time: `loopjax.spectrum(model, [ids_0, ..., ids_19], ...)` (padded to
 length buckets of 8 tokens, one vmapped program per bucket) against 20 calls `loopjax.spectrum(model, ids_i,
 key=fold_in(key, i))` (one program per distinct prompt length), on the 20 built-in prompts tokenised with
-`loopjax.tokenizer.SimpleTokenizer(vocab)`, at the paper's spectrum settings k=50, T=64 and at k=1, T=32
+`loopjax.io.tokenizer.SimpleTokenizer(vocab)`, at the paper's spectrum settings k=50, T=64 and at k=1, T=32
 (the single-probe regime of lambda1 / attribution).
 
 Modes: one-by-one; batched (the default pad_multiple=8: buckets of 8 and 16 tokens here, 288 padded rows
@@ -33,9 +33,9 @@ import jax
 import numpy as np
 
 import loopjax
-from loopjax.analysis import padded_length
-from loopjax.prompts import BUILTIN_PROMPTS
-from loopjax.tokenizer import SimpleTokenizer
+from loopjax.analysis.frontends import padded_length
+from loopjax.io.prompts import BUILTIN_PROMPTS
+from loopjax.io.tokenizer import SimpleTokenizer
 
 
 def one_by_one(model, prompts, k, steps, key):

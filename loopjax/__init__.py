@@ -9,15 +9,15 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # isort: split
-from loopjax.analysis import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
+from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
                               similarity, spectrum, spectrum_probe_seeds, split_key)
-from loopjax.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
-from loopjax.loading import convert, load, source_dir
-from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
-from loopjax.model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
+from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
+from loopjax.io.loading import convert, load, source_dir
+from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
+from loopjax.models.loop_model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
                            scale_injection, sublayer_maps, trajectory, validate_ids)
-from loopjax.summary import summarize
-from loopjax.weights import save_hf, to_hf_tensors
+from loopjax.summary.summaries import summarize
+from loopjax.io.weights import save_hf, to_hf_tensors
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@ untied, bf16, sharded) with random weights, naming every tensor as the HF classe
 loopjax's converter tables)."""
 import numpy as np
 
-from loopjax.checkpoint import write_hf_checkpoint
+from loopjax.io.checkpoint import write_hf_checkpoint
 from loopjax.models.presets import preset
 
 
@@ -50,7 +50,7 @@ def huginn_tensors(cfg, rng, lm_head_copy=False):
 
 
 def write_checkpoint(out_dir, cfg, tensors, dtype="float32", shards=1):
-    """config.json + safetensors through the project's one HF writer (loopjax.checkpoint)."""
+    """config.json + safetensors through the project's one HF writer (loopjax.io.checkpoint)."""
     return write_hf_checkpoint(out_dir, cfg, tensors, dtype=dtype, shards=shards)
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 
 import loopjax
-from loopjax import checkpoint, cli, runstore
+from loopjax import cli
+from loopjax.io import checkpoint
+from loopjax.cli import runstore
 from loopjax.cli import Hooks
 from conftest import numbers
 
@@ -318,7 +320,7 @@ def test_out_under_a_file_is_one_line(tmp_path, prompt1, capsys):
 
 
 class _FullDisk:
-    """`os` as seen by loopjax.runstore, with fsync / replace failing like a full disk."""
+    """`os` as seen by loopjax.cli.runstore, with fsync / replace failing like a full disk."""
 
     def __init__(self, fail):
         self._fail = fail
@@ -530,7 +532,7 @@ def test_ctrl_c_before_any_folder_says_nothing_was_written(tmp_path, prompt1, ca
 def test_validate_ids_reports_oov_under_jit_with_checkify(model):
     from jax.experimental import checkify
 
-    from loopjax.model import validate_ids
+    from loopjax.models.loop_model import validate_ids
 
     def plain(m, ids):
         return loopjax.logits(m, ids[None], steps=2)

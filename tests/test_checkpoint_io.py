@@ -1,4 +1,4 @@
-"""loopjax.checkpoint file I/O: safetensors and orbax, read and written, and the one-line errors for broken files."""
+"""loopjax.io.checkpoint file I/O: safetensors and orbax, read and written, and the one-line errors for broken files."""
 import errno
 import json
 import os
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from loopjax import checkpoint
-from loopjax.checkpoint import (read_json, read_orbax_marker, read_orbax_params, read_tensors, safetensors_header,
+from loopjax.io import checkpoint
+from loopjax.io.checkpoint import (read_json, read_orbax_marker, read_orbax_params, read_tensors, safetensors_header,
                                 tensor_index, write_hf_checkpoint, write_orbax_checkpoint)
-from loopjax.dtypes import parse_dtype
+from loopjax.engine.dtypes import parse_dtype
 
 CONFIG = {"model_type": "ouro", "hidden_size": 8}
 # when a read fails, orbax leaves coroutines and tensorstore callbacks behind that report "Event loop is closed"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from loopjax.dynamics import (Lambda1Perturbation, OrbitType, PesinEntropy, kaplan_yorke_dimension,
+from loopjax.engine.dynamics import (Lambda1Perturbation, OrbitType, PesinEntropy, kaplan_yorke_dimension,
                               lambda1_perturbation, orbit_type, pesin_entropy)
-from loopjax.lyapunov import benettin
+from loopjax.engine.benettin import benettin
 
 LN2 = math.log(2.0)
 

@@ -1,4 +1,4 @@
-"""The input-injection ablation: `loopjax.scale_injection`, `loopjax.ablation` and `loopjax ablate`.
+"""The input-injection ablation: `loopjax.scale_injection`, `loopjax.analysis.ablation` and `loopjax ablate`.
 
 Short horizons (T=8, k = 1, orbits over 16 steps) and 4-token prompts throughout, so the tests share their
 compiled programs (alpha is a leaf: every scaled model is one compilation)."""
@@ -11,7 +11,7 @@ import pytest
 from jax.tree_util import Partial
 
 import loopjax
-from loopjax import ablation
+from loopjax.analysis import ablation
 from loopjax import cli
 from loopjax.cli import Hooks
 
@@ -226,7 +226,7 @@ def test_cli_ablate_writes_everything_and_resumes(tmp_path, monkeypatch, capsys,
     assert res["summary"]["kind"] == "ablation" and res["crossing"] == res["summary"]["crossing"]
     index = (folder / "index.md").read_text()
     assert "lambda1_vs_alpha.png" in index and "contributions_vs_alpha.png" in index and "α*" in index
-    # every number is the library's: the same run through loopjax.ablation
+    # every number is the library's: the same run through loopjax.analysis.ablation
     ids = [jnp.asarray(p["token_ids"], jnp.int32) for p in res["per_alpha"][0]["prompts"]]
     lib = ablation.injection_ablation(huginn, ids, [0.0, 0.5, 1.0], steps_lambda1=T, attr_steps=T, orbit_steps=16)
     np.testing.assert_array_equal(np.asarray(res["lambda1"]), lib.lambda1)

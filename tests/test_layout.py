@@ -14,7 +14,7 @@ from loopjax.models.presets import PRESETS, preset
 
 def test_import_loopjax_loads_no_matplotlib_or_cli():
     code = ("import sys, loopjax; bad = [m for m in sys.modules if m.startswith(('matplotlib', 'loopjax.cli', "
-            "'loopjax.plots', 'loopjax.report', 'convert'))]; print(bad); sys.exit(1 if bad else 0)")
+            "'loopjax.cli.plots', 'loopjax.cli.report', 'convert'))]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -46,7 +46,7 @@ MESH_PAD_SCRIPT = textwrap.dedent("""
     import jax
     from jax.sharding import Mesh
     import loopjax
-    from loopjax.positions import pad_probes_for_mesh
+    from loopjax.analysis.tokens import pad_probes_for_mesh
 
     assert len(jax.devices()) == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("p",))
@@ -65,7 +65,7 @@ MESH_PAD_SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(shd.final_state, ref.final_state, rtol=1e-5, atol=1e-5)
     print("max |diff| of the first k exponents:", float(np.abs(shd.exponents[:k] - ref.exponents).max()))
     # the model front-end: spectrum's own probes, padded, on the mesh == spectrum on one device
-    from loopjax.positions import first_probes, spectrum_probes_for_mesh
+    from loopjax.analysis.tokens import first_probes, spectrum_probes_for_mesh
     ids = jax.numpy.array([5, 17, 300])
     one = loopjax.spectrum(model, ids, k=k, steps=steps, key=4)
     q = spectrum_probes_for_mesh(model, ids, k=k, key=4, n_devices=mesh.size)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from loopjax.prompts import (BUILTIN_PROMPTS, REGISTERS, Prompt, builtin_prompts, get_prompts, load_prompts,
+from loopjax.io.prompts import (BUILTIN_PROMPTS, REGISTERS, Prompt, builtin_prompts, get_prompts, load_prompts,
                              prompt_set_digest)
-from loopjax.tokenizer import HFTokenizer, SimpleTokenizer, check_ids, get_tokenizer
+from loopjax.io.tokenizer import HFTokenizer, SimpleTokenizer, check_ids, get_tokenizer
 
 PAPER_PROMPTS = [
     "Water is composed of",

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import loopjax
-from loopjax.prompts import BUILTIN_PROMPTS
-from loopjax.tokenizer import SimpleTokenizer
+from loopjax.io.prompts import BUILTIN_PROMPTS
+from loopjax.io.tokenizer import SimpleTokenizer
 
 ATOL = 1e-5        # exponents, running averages (time averages), state norms (relative)
 ATOL_STEP = 1e-4   # single log-growth entries, final states (relative to their largest entry), final probes

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from loopjax.stats import (DRIFT_ATOL, DRIFT_RTOL, batch_means_se, bootstrap_ci, classify_signs, converged,
+from loopjax.engine.stats import (DRIFT_ATOL, DRIFT_RTOL, batch_means_se, bootstrap_ci, classify_signs, converged,
                            running_drift, standard_error)
 
 

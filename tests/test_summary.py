@@ -8,7 +8,7 @@ import pytest
 
 import loopjax
 from loopjax import cli
-from loopjax.summary import summary_from_json
+from loopjax.summary.summaries import summary_from_json
 
 TEXTS = ["Water is composed of", "The sky is blue"]  # 4 tokens each under the hash tokenizer
 
@@ -21,7 +21,7 @@ def prompts(tmp_path_factory):
 
 
 def _ids(model, text):
-    from loopjax.tokenizer import get_tokenizer
+    from loopjax.io.tokenizer import get_tokenizer
 
     return np.asarray(get_tokenizer(None, model.config.vocab_size).encode(text), np.int32)
 

@@ -1,4 +1,4 @@
-"""Per-token spectra (`loopjax.positions.token_spectrum`) and `pad_probes_for_mesh`.
+"""Per-token spectra (`loopjax.analysis.tokens.token_spectrum`) and `pad_probes_for_mesh`.
 
 (a) exactness: the loop map's Jacobian at z0 is block lower-triangular over positions (upper blocks exactly
     0), and one masked Benettin step is exactly the QR of the diagonal block times the probes, J_pp @ Q_p.
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import loopjax
-from loopjax.lyapunov import benettin
-from loopjax.positions import (first_probes, pad_probes_for_mesh, position_probes, spectrum_probes_for_mesh,
+from loopjax.engine.benettin import benettin
+from loopjax.analysis.tokens import (first_probes, pad_probes_for_mesh, position_probes, spectrum_probes_for_mesh,
                                token_spectrum)
 
 IDS = [5, 17, 300]
@@ -173,7 +173,7 @@ def test_spectrum_probes_for_mesh_are_spectrums_own_probes(models):
 
 
 def test_plot_token_lambda1(tmp_path):
-    from loopjax.plots import plot_token_lambda1
+    from loopjax.cli.plots import plot_token_lambda1
 
     one = plot_token_lambda1(tmp_path / "one.png", ["The", "old", "man"], np.array([0.1, np.nan, -0.2]), "m")
     runs = plot_token_lambda1(tmp_path / "runs.png", ["a", "b"], np.array([[0.1, -0.2], [0.12, -0.1]]), "m")

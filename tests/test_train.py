@@ -158,8 +158,8 @@ def test_shipped_builtins_are_the_trained_models_they_claim(name):
     import json
 
     import loopjax
-    from loopjax.loading import BUILTIN_DIR
-    from loopjax.tokenizer import get_tokenizer
+    from loopjax.io.loading import BUILTIN_DIR
+    from loopjax.io.tokenizer import get_tokenizer
     from loopjax.train import builtins
     from loopjax.train.trainer import TrainConfig
 

@@ -22,7 +22,7 @@ from loopjax.cli.commands import Context
 from loopjax.cli.parser import build_parser, check_counts
 from loopjax.cli.runner import Hooks
 from loopjax.cli.session import CLIError, enable_compile_cache
-from loopjax.runstore import RunError
+from loopjax.cli.runstore import RunError
 
 
 def _message(e: BaseException) -> str:

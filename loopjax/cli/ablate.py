@@ -1,9 +1,9 @@
 """`loopjax ablate`: the input-injection ablation (Huginn-style models).
 
 For every injection scale alpha and prompt i, one unit of work `aAA-pPPP` (alpha index, prompt index) is
-computed by `loopjax.ablation.ablation_unit` on `loopjax.scale_injection(model, alpha, mode)` with the key
+computed by `loopjax.analysis.ablation.ablation_unit` on `loopjax.scale_injection(model, alpha, mode)` with the key
 `loopjax.prompt_key(seed, i)` (the same for every alpha) and saved atomically, so `--resume` continues an
-interrupted run. `loopjax.ablation.summarize_ablation` gives every number of the summary (λ1 mean ± standard
+interrupted run. `loopjax.analysis.ablation.summarize_ablation` gives every number of the summary (λ1 mean ± standard
 error per alpha via `loopjax.summarize`, the adapter / core_block.0 contributions, orbit counts, alpha*);
 this module only orchestrates and draws:
 
@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import loopjax
-from loopjax import ablation
+from loopjax.analysis import ablation
 from loopjax.cli.commands import (KEY_SCHEME, Context, _or, check_k, load_model, read_prompts, say, transient)
 from loopjax.cli.runner import Runner, header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
-from loopjax.prompts import prompt_set_digest
-from loopjax.runstore import RunStore, atomic_write_text
+from loopjax.io.prompts import prompt_set_digest
+from loopjax.cli.runstore import RunStore, atomic_write_text
 
 DEFAULT_MODEL = "builtin:huginn-tiny"
 DEFAULT_SCALES = "0,0.25,0.5,0.75,1,1.25,1.5"
@@ -98,7 +98,7 @@ def settings_of(args, loaded, prompts, alphas) -> dict:
 def _check_has_injection(source: str) -> None:
     """Fail before loading any weights when the config (built-in or a local folder's config.json) already
     says the architecture has no input injection; other sources are checked after loading."""
-    from loopjax.checkpoint import read_json
+    from loopjax.io.checkpoint import read_json
     from loopjax.models import architecture, config_from_hf
     from loopjax.models.presets import PRESETS
 
@@ -207,7 +207,7 @@ def _star_text(summary) -> str:
 def plot_lambda1_vs_alpha(path, alphas, lam1: np.ndarray, summary, title: str) -> Path:
     """Mean λ1 ± 1 standard error over prompts vs alpha, prompts as dots, a zero line and alpha* marked.
     ``lam1``: (A, P) per-prompt values."""
-    from loopjax.plots import _RC, OKABE_ITO, _save, plt
+    from loopjax.cli.plots import _RC, OKABE_ITO, _save, plt
 
     with plt.rc_context(_RC):
         x = np.asarray(alphas, dtype=np.float64)
@@ -240,7 +240,7 @@ def plot_lambda1_vs_alpha(path, alphas, lam1: np.ndarray, summary, title: str) -
 def plot_contributions_vs_alpha(path, summary, title: str) -> Path:
     """Mean (over prompts) k=1 λ1 contributions of the adapter and core_block.0, and the total (sum over all
     sublayers), vs alpha; bands ± 1 standard error where available."""
-    from loopjax.plots import _RC, OKABE_ITO, _save, plt
+    from loopjax.cli.plots import _RC, OKABE_ITO, _save, plt
 
     with plt.rc_context(_RC):
         x = np.asarray(summary.alphas, dtype=np.float64)

@@ -10,8 +10,8 @@ from typing import Any, Callable
 import numpy as np
 
 import loopjax
-from loopjax import positions
-from loopjax.lyapunov import LyapunovResult, benettin, benettin_continue, concatenate
+from loopjax.analysis import tokens as positions
+from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, concatenate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _lyapunov_record(r: LyapunovResult) -> dict:
 
 
 def _spectrum_figures(folder, results, summary, title):
-    from loopjax import plots
+    from loopjax.cli import plots
 
     lgs = [np.asarray(r.log_growth, dtype=np.float64) for r in results]
     exps = np.stack([np.asarray(r.exponents, dtype=np.float64) for r in results])
@@ -151,7 +151,7 @@ def _attribution_batch(model, ids_list, keys, o):
 
 
 def _attribution_figures(folder, results, summary, title):
-    from loopjax import plots
+    from loopjax.cli import plots
 
     ex = np.stack([np.asarray(r.exponents, dtype=np.float64) for r in results])  # (P, n_sub, k)
     figs = [plots.plot_attribution(folder / "attribution_lambda1.png", summary.names, ex[:, :, 0], title)]
@@ -177,7 +177,7 @@ def _similarity(model, ids, key, o, unit, core=None):
 
 
 def _similarity_figures(folder, results, summary, title):
-    from loopjax import plots
+    from loopjax.cli import plots
 
     return [plots.plot_similarity(folder / "similarity.png", summary.states_names, np.asarray(summary.mean_matrix),
                                   summary.loops, title)]
@@ -192,7 +192,7 @@ def _trajectory(model, ids, key, o, unit, core=None):
 
 
 def _trajectory_figures(folder, results, summary, title):
-    from loopjax import plots
+    from loopjax.cli import plots
 
     d = np.stack([np.asarray(r["step_norm"], dtype=np.float64) for r in results])
     s = np.stack([np.asarray(r["state_norm"], dtype=np.float64) for r in results])
@@ -209,7 +209,7 @@ def _tokens(model, ids, key, o, unit, core=None):
 
 
 def _tokens_figures(folder, results, summary, title):
-    from loopjax import plots
+    from loopjax.cli import plots
 
     first = results[0]
     labels = first.get("pieces") or [str(t) for t in first["tokens"]]

@@ -14,13 +14,13 @@ from pathlib import Path
 import jax.numpy as jnp
 
 import loopjax
-from loopjax import report
+from loopjax.cli import report
 from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TOKENS, TRAJECTORY, Analysis
 from loopjax.cli.runner import Hooks, Interrupts, Runner, header, progress, prompt_entries
 from loopjax.cli.session import CLIError, Loaded, check_source_exists, model_name, parse_checkpoint_spec, \
     software_versions
-from loopjax.prompts import BUILTIN_PROMPTS, SWEEP_PROMPTS, Prompt, get_prompts, prompt_set_digest
-from loopjax.runstore import RunStore, read_json
+from loopjax.io.prompts import BUILTIN_PROMPTS, SWEEP_PROMPTS, Prompt, get_prompts, prompt_set_digest
+from loopjax.cli.runstore import RunStore, read_json
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
 BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject")  # trained, shipped
@@ -306,7 +306,7 @@ def run_sweep(args, ctx: Context, checkpoints, prompts: list[Prompt], out: Path,
     summary = loopjax.summarize(lam, kind="sweep")
     res = header("sweep", None, store, software_versions())
     res.update(title=title, checkpoints=per_ckpt, lambda1=lam, summary=summary.to_json())
-    from loopjax import plots
+    from loopjax.cli import plots
 
     import numpy as np
     f = plots.plot_sweep(store.root / "sweep_lambda1.png", [p["label"] for p in per_ckpt], np.asarray(lam), title,
@@ -421,7 +421,7 @@ def cmd_report(args, ctx: Context) -> int:
 
 def model_panels(root: Path, done: list[tuple[str, Path, dict]]) -> list[Path]:
     """Figs. 1 and 2 of the paper with one panel per model, drawn from the models' results.json."""
-    from loopjax import plots
+    from loopjax.cli import plots
 
     import numpy as np
     runs = [(name, [np.asarray(p["log_growth"]) for p in r["spectrum"]["prompts"]]) for name, _, r in done

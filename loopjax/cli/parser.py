@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-token spectra: the exponents of each position's own block of the Jacobian",
                        description="The loop map is causal, so its Jacobian is block lower-triangular over "
                                    "positions and the prompt's spectrum is the union of the per-position "
-                                   "blocks' spectra (loopjax.positions.token_spectrum). Writes "
+                                   "blocks' spectra (loopjax.analysis.tokens.token_spectrum). Writes "
                                    "OUT/tokens/results.json and a figure of lambda_1 per token of prompt 0.")
     _add_common(p, k_default=commands.PAPER["tokens"]["k"], steps_default=commands.PAPER["tokens"]["steps"])
     p.add_argument("--warmup", type=int, default=None, metavar="N", help="loop steps before recording; default 0")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from loopjax.runstore import RunStore, utc_now
+from loopjax.cli.runstore import RunStore, utc_now
 
 
 @dataclasses.dataclass

@@ -13,10 +13,10 @@ import jax
 import numpy as np
 
 import loopjax
-from loopjax.model import check_ids
-from loopjax.prompts import Prompt
-from loopjax.runstore import RunError
-from loopjax.tokenizer import get_tokenizer
+from loopjax.models.loop_model import check_ids
+from loopjax.io.prompts import Prompt
+from loopjax.cli.runstore import RunError
+from loopjax.io.tokenizer import get_tokenizer
 
 
 class CLIError(RunError):

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from loopjax.dtypes import HIGHEST, compute_dtype
+from loopjax.engine.dtypes import HIGHEST, compute_dtype
 
 
 class RMSNorm(nn.Module):

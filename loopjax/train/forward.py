@@ -4,8 +4,8 @@ Everything in ``loopjax.train`` that needs more than the public API (``loopjax.l
 ``random_model``, ``LoopModel``, ``loop_map``, ``context``, ``benettin``) goes through the small functions
 below: building a config (``loopjax.models.presets``, ``config_from_hf``), the
 architecture protocol (``architecture(config)``: context / initial_state / sublayers / readout), the HF
-and orbax writers (``loopjax.checkpoint.write_hf_checkpoint``, ``loopjax.weights``) and the built-in
-prompt texts (``loopjax.prompts``). When any of these is renamed, only this file changes.
+and orbax writers (``loopjax.io.checkpoint.write_hf_checkpoint``, ``loopjax.io.weights``) and the built-in
+prompt texts (``loopjax.io.prompts``). When any of these is renamed, only this file changes.
 
 Architectures (the trainer's ``arch`` strings):
   * ``ouro``: z_0 = embed(ids); loop = decoder layers + final norm, ``total_ut_steps`` times; logits from
@@ -193,8 +193,8 @@ def injection_loop_step(model, arch: str, ids, *, key=None):
 
 def save_hf_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, overwrite: bool = False) -> Path:
     """config.json + model.safetensors (+ tokenizer.json) in out_dir, atomically; loopjax.load reads it."""
-    from loopjax.checkpoint import write_hf_checkpoint
-    from loopjax.weights import to_hf_tensors
+    from loopjax.io.checkpoint import write_hf_checkpoint
+    from loopjax.io.weights import to_hf_tensors
 
     extra = [tokenizer_json] if tokenizer_json is not None else []
     return write_hf_checkpoint(out_dir, hf_config(model.config, arch), to_hf_tensors(model), extra_files=extra,
@@ -203,7 +203,7 @@ def save_hf_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, overwr
 
 def save_orbax_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, meta: dict | None = None) -> Path:
     """The `loopjax convert` layout (params/ + config.json + loopjax.json + tokenizer.json), atomically."""
-    from loopjax.weights import save_orbax
+    from loopjax.io.weights import save_orbax
 
     extra = [tokenizer_json] if tokenizer_json is not None else []
     return save_orbax(model, out_dir, hf_config(model.config, arch), meta, extra)
@@ -213,7 +213,7 @@ def save_orbax_checkpoint(model, out_dir, *, arch: str, tokenizer_json=None, met
 
 def builtin_prompt_texts() -> list[str]:
     """The texts of loopjax's 20 built-in analysis prompts, in order."""
-    from loopjax.prompts import builtin_prompts
+    from loopjax.io.prompts import builtin_prompts
 
     return [p.text for p in builtin_prompts()]
 

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from loopjax.dtypes import compute_dtype
+from loopjax.engine.dtypes import compute_dtype
 from loopjax.models import layers
 from loopjax.models.base import Architecture
 from loopjax.models.huginn import params as params_table

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from loopjax.checkpoint import read_json  # noqa: F401  (the one JSON reader; re-exported for the CLI)
+from loopjax.io.checkpoint import read_json  # noqa: F401  (the one JSON reader; re-exported for the CLI)
 
 
 class RunError(Exception):
@@ -250,7 +250,7 @@ class ScanCheckpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
-        from loopjax.weights import orbax_drained
+        from loopjax.io.weights import orbax_drained
 
         ocp = self._ocp
         try:
@@ -258,7 +258,7 @@ class ScanCheckpointer:
                 r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
                                                                         meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - orbax raises anything; the CLI reports one line
-            from loopjax.checkpoint import _short
+            from loopjax.io.checkpoint import _short
 
             raise RunError(f"--resume: scan checkpoint {self.directory / str(step)} is unreadable ({_short(e)}); "
                            f"delete that folder (the prompt then continues from an earlier checkpoint or starts "
@@ -273,7 +273,7 @@ class ScanCheckpointer:
         ocp = self._ocp
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         meta = {"settings": self.settings, "step": int(step), "saved": utc_now()}
-        from loopjax.weights import orbax_drained
+        from loopjax.io.weights import orbax_drained
 
         try:
             with orbax_drained():

@@ -4,9 +4,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from loopjax import checkpoint, weights
-from loopjax.dtypes import parse_dtype
-from loopjax.model import LoopModel, random_model
+from loopjax.io import checkpoint
+from loopjax.io import weights
+from loopjax.engine.dtypes import parse_dtype
+from loopjax.models.loop_model import LoopModel, random_model
 from loopjax.models import config_from_hf
 from loopjax.models.presets import preset
 
@@ -14,7 +15,7 @@ from loopjax.models.presets import preset
 # and shipped in loopjax/builtin_models/<name>/ (HF layout + tokenizer.json; regenerate with
 # `python -m loopjax.train.builtins`). Random: the same kind of tiny shapes, randomly initialised by each
 # architecture's own scheme from a fixed seed (preset, seed) -- fast, for tests and the engine.
-BUILTIN_DIR = Path(__file__).parent / "builtin_models"
+BUILTIN_DIR = Path(__file__).parent.parent / "builtin_models"
 TRAINED = ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject")
 RANDOM = {"ouro-tiny-random": ("ouro-tiny", 0), "huginn-tiny-random": ("huginn-tiny", 0)}
 BUILTIN = (*TRAINED, *RANDOM)
@@ -33,7 +34,7 @@ def load(source, revision=None, dtype=None) -> LoopModel:
     written by `loopjax convert`, or a built-in: `builtin:ouro-tiny`, `builtin:huginn-tiny`,
     `builtin:huginn-tiny-noinject` (trained, shipped), `builtin:ouro-tiny-random`, `builtin:huginn-tiny-random`.
 
-    dtype=None keeps the stored weight dtype (bf16 stays bf16); arithmetic follows loopjax.dtypes.
+    dtype=None keeps the stored weight dtype (bf16 stays bf16); arithmetic follows loopjax.engine.dtypes.
     """
     parse_dtype(dtype)  # a bad dtype fails before anything is read
     kind, where = checkpoint.resolve(source, revision)

@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from loopjax import stats
-from loopjax.dynamics import kaplan_yorke_dimension, pesin_entropy
-from loopjax.lyapunov import LyapunovResult
+from loopjax.engine import stats
+from loopjax.engine.dynamics import kaplan_yorke_dimension, pesin_entropy
+from loopjax.engine.benettin import LyapunovResult
 
 
 def _f(x) -> float:
@@ -69,7 +69,7 @@ class SpectrumSummary(Summary):
     (ddof=1), `ci95_*` a percentile bootstrap of the mean over prompts (2000 resamples, seed 0),
     `batch_se_sorted` the mean over prompts of each prompt's batch-means standard error of its time
     average, `drift_sorted` |change| of the prompt-mean running average over the last quarter of the steps
-    and `converged_sorted` drift <= max(1e-3, 0.05 |value|) (loopjax.stats.converged). `*_second_half`: the
+    and `converged_sorted` drift <= max(1e-3, 0.05 |value|) (loopjax.engine.stats.converged). `*_second_half`: the
     same exponents from the log growth of steps T/2..T only (is the transient driving the result?)."""
     kind: ClassVar[str] = "spectrum"
     n_prompts: int
@@ -403,7 +403,7 @@ def summarize_convergence(results: Sequence[dict]) -> ConvergenceSummary:
 
 @dataclasses.dataclass(frozen=True)
 class TokenSummary(Summary):
-    """Per-token spectra (`loopjax.positions.token_spectrum`): λ1 of each position's own diagonal block of
+    """Per-token spectra (`loopjax.analysis.tokens.token_spectrum`): λ1 of each position's own diagonal block of
     the loop Jacobian. `lambda1_by_position` lists per prompt the λ1 of every position (prompt order)."""
     kind: ClassVar[str] = "tokens"
     n_prompts: int

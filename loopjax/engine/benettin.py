@@ -28,7 +28,7 @@ Options (all inside one ``lax.scan``):
 
 Maps are passed to the jitted core as pytrees (``jax.tree_util.Partial``), so weights bound in a Partial
 are arguments, not constants: new weights of the same shapes reuse the compilation. State, tangents, QR
-and sums use ``loopjax.dtypes.compute_dtype()`` (float32, float64 under x64); the exponent sums are
+and sums use ``loopjax.engine.dtypes.compute_dtype()`` (float32, float64 under x64); the exponent sums are
 Kahan-compensated, so float32 sums do not lose accuracy with the number of steps.
 
 The core is traceable: ``benettin`` can be called inside ``jax.jit`` or ``jax.vmap`` (e.g. over a batch
@@ -48,7 +48,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jax.tree_util import Partial
 
-from loopjax.dtypes import compute_dtype
+from loopjax.engine.dtypes import compute_dtype
 
 __all__ = [
     "LyapunovResult",

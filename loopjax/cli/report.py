@@ -10,8 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from loopjax.runstore import atomic_write_json, atomic_write_text, utc_now
-from loopjax.summary import exponent_table, summary_from_json
+from loopjax.cli.runstore import atomic_write_json, atomic_write_text, utc_now
+from loopjax.summary.summaries import exponent_table, summary_from_json
 
 
 def _fmt(v: Any, prec: int = 4) -> str:
@@ -59,14 +59,14 @@ TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribut
 
 def _sections(results: dict) -> list[dict]:
     """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]; every row comes from the
-    analysis' summary (`loopjax.summary`), read back from its results.json."""
+    analysis' summary (`loopjax.summary.summaries`), read back from its results.json."""
     out = []
     for name, title in TITLES.items():
         r = results.get(name)
         if not r:
             continue
         if name == "ablation":
-            from loopjax.ablation import AblationSummary
+            from loopjax.analysis.ablation import AblationSummary
 
             summary = AblationSummary.from_json(r["summary"])
         else:

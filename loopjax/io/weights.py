@@ -2,7 +2,7 @@
 
 Loading fills the abstract param tree (jax.eval_shape of the model's init): every checkpoint tensor is
 consumed or listed as ignored, and all missing / unexpected / mis-shaped tensors are reported together.
-File formats (safetensors, orbax) are read and written by loopjax.checkpoint.
+File formats (safetensors, orbax) are read and written by loopjax.io.checkpoint.
 """
 import asyncio
 import contextlib
@@ -14,8 +14,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from loopjax import checkpoint
-from loopjax.model import LoopModel
+from loopjax.io import checkpoint
+from loopjax.models.loop_model import LoopModel
 from loopjax.models import architecture, config_from_hf
 
 TRANSFORMS = {None: lambda w: w, "T": lambda w: w.T}

@@ -6,7 +6,7 @@ line (blank lines are skipped; a line is taken verbatim otherwise, including a l
 with the register ``"custom"``.
 
 The five prompts the paper names are included verbatim; the other fifteen were worded so that, under
-the simple tokenizer of the built-in models (``loopjax.tokenizer.SimpleTokenizer``), every prompt has
+the simple tokenizer of the built-in models (``loopjax.io.tokenizer.SimpleTokenizer``), every prompt has
 one of the five lengths of those five (4, 6, 9, 11 or 13 tokens). Each prompt length is a separate XLA
 compilation, so this keeps a built-in run at five compilations per analysis instead of ten.
 """

@@ -31,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax import stats
-from loopjax.analysis import attribution, lambda1, orbit, spectrum
-from loopjax.dynamics import OrbitType
-from loopjax.lyapunov import LyapunovResult
-from loopjax.model import LoopModel, scale_injection
-from loopjax.summary import Summary, summarize
+from loopjax.engine import stats
+from loopjax.analysis.frontends import attribution, lambda1, orbit, spectrum
+from loopjax.engine.dynamics import OrbitType
+from loopjax.engine.benettin import LyapunovResult
+from loopjax.models.loop_model import LoopModel, scale_injection
+from loopjax.summary.summaries import Summary, summarize
 
 NO_CROSSING = "no crossing in range"
 MODES = (None, "mean")
@@ -252,7 +252,7 @@ def injection_ablation(model: LoopModel, prompts_ids, alphas, *, steps_lambda1: 
     alpha because alpha is a pytree leaf). `engine` (warmup, renorm_every, remat, ...) goes to the Lyapunov
     front-ends. Architectures without an injection (Ouro) raise ValueError. Returns an AblationResult;
     `summarize_ablation(result)` gives the per-alpha statistics and alpha*."""
-    from loopjax.analysis import prompt_key
+    from loopjax.analysis.frontends import prompt_key
 
     scale_injection(model, 1.0, mode=mode)  # fails early for Ouro or a bad mode
     alphas = check_alphas(alphas)

@@ -341,7 +341,7 @@ def plot_models_attribution(path, models: Sequence[tuple[str, Sequence[str], np.
 
 
 def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: str) -> Path:
-    """lambda_1 of each token position (`loopjax.positions.token_spectrum`): the largest exponent of the
+    """lambda_1 of each token position (`loopjax.analysis.tokens.token_spectrum`): the largest exponent of the
     position's own diagonal block of the loop Jacobian, one bar per token in prompt order (blue: expanding,
     vermillion: contracting). ``lambda1``: (L,) or (P, L) (P runs of the same prompt, e.g. probe seeds:
     bar = mean, error bar = +/- 1 std, dots = runs); NaN marks a position that was not measured. The

@@ -13,7 +13,7 @@ import numpy as np
 from flax import struct
 from jax.tree_util import Partial
 
-from loopjax.dtypes import compute_dtype, parse_dtype
+from loopjax.engine.dtypes import compute_dtype, parse_dtype
 from loopjax.models import architecture
 
 

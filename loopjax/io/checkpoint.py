@@ -307,7 +307,7 @@ def write_hf_checkpoint(out_dir, config: dict, tensors: dict, *, dtype=None, sha
     """
     import numpy as np
 
-    from loopjax.dtypes import parse_dtype
+    from loopjax.engine.dtypes import parse_dtype
 
     out_dir = Path(out_dir)
     if not isinstance(config, dict):

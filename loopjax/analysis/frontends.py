@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.dynamics import lambda1_perturbation, orbit_type
-from loopjax.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers
-from loopjax.model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
-from loopjax.model import init_state as init_state_of
+from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
+from loopjax.engine.benettin import PROMPT_AXIS, benettin, benettin_sublayers
+from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
+from loopjax.models.loop_model import init_state as init_state_of
 
 
 def prompt_key(seed: int, index: int):

@@ -1,0 +1,1 @@
+"""File formats and sources: safetensors / sharded HF checkpoints, orbax, the hub, tokenizers, prompt sets."""
