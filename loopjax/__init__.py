@@ -13,7 +13,7 @@ from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambd
                               similarity, spectrum, spectrum_probe_seeds, split_key)
 from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 from loopjax.io.loading import convert, load, source_dir
-from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
+from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 from loopjax.models.loop_model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
                            scale_injection, sublayer_maps, trajectory, validate_ids)
 from loopjax.summary.summaries import summarize

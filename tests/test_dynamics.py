@@ -13,7 +13,7 @@ from jax.tree_util import Partial
 
 from loopjax.engine.dynamics import (Lambda1Perturbation, OrbitType, PesinEntropy, kaplan_yorke_dimension,
                               lambda1_perturbation, orbit_type, pesin_entropy)
-from loopjax.engine.benettin import benettin
+from loopjax.engine.lyapunov import benettin
 
 LN2 = math.log(2.0)
 

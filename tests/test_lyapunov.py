@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import pytest
 from jax.tree_util import Partial
 
-from loopjax.engine import benettin as lyapunov
-from loopjax.engine.benettin import (LyapunovResult, benettin, benettin_sublayers, orthogonality_error,
+from loopjax.engine import lyapunov
+from loopjax.engine.lyapunov import (LyapunovResult, benettin, benettin_sublayers, orthogonality_error,
                               running_average, spread)
 
 KEY = jax.random.PRNGKey(0)

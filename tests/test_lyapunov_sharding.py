@@ -15,8 +15,8 @@ SCRIPT = textwrap.dedent("""
     import jax.numpy as jnp  # noqa: F811
     from jax.sharding import Mesh
     from jax.tree_util import Partial
-    from loopjax.engine import benettin as lyapunov
-    from loopjax.engine.benettin import benettin
+    from loopjax.engine import lyapunov
+    from loopjax.engine.lyapunov import benettin
 
     assert len(jax.devices()) == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("p",))

@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import numpy as np, jax, jax.numpy as jnp, loopjax
     from jax.sharding import Mesh
-    from loopjax.engine.benettin import benettin
+    from loopjax.engine.lyapunov import benettin
     assert len(jax.devices()) == 8
     m = loopjax.load("builtin:ouro-tiny-random")
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("prompts", "probes"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import loopjax
-from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
+from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 
 
 def _map():

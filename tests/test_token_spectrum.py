@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import loopjax
-from loopjax.engine.benettin import benettin
+from loopjax.engine.lyapunov import benettin
 from loopjax.analysis.tokens import (first_probes, pad_probes_for_mesh, position_probes, spectrum_probes_for_mesh,
                                token_spectrum)
 

@@ -34,7 +34,7 @@ import numpy as np
 from loopjax.engine import stats
 from loopjax.analysis.frontends import attribution, lambda1, orbit, spectrum
 from loopjax.engine.dynamics import OrbitType
-from loopjax.engine.benettin import LyapunovResult
+from loopjax.engine.lyapunov import LyapunovResult
 from loopjax.models.loop_model import LoopModel, scale_injection
 from loopjax.summary.summaries import Summary, summarize
 

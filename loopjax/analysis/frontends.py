@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
-from loopjax.engine.benettin import PROMPT_AXIS, benettin, benettin_sublayers
+from loopjax.engine.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers
 from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 from loopjax.models.loop_model import init_state as init_state_of
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from loopjax.analysis.frontends import split_key
 from loopjax.engine.dtypes import compute_dtype
-from loopjax.engine.benettin import LyapunovResult, _random_probes, benettin
+from loopjax.engine.lyapunov import LyapunovResult, _random_probes, benettin
 from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map
 
 __all__ = ["TokenSpectrum", "token_spectrum", "position_probes", "pad_probes_for_mesh", "spectrum_probes_for_mesh",

@@ -11,7 +11,7 @@ import numpy as np
 
 import loopjax
 from loopjax.analysis import tokens as positions
-from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, concatenate
+from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, concatenate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Imports nothing from loopjax's models, io, analysis, summary, train or cli.
 """
-from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
+from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 
 __all__ = ["LyapunovResult", "benettin", "benettin_continue", "benettin_sublayers", "concatenate",

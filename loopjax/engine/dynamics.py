@@ -1,6 +1,6 @@
 """Orbit classification, finite-perturbation lambda_1 and spectrum summaries for arbitrary maps.
 
-Like `loopjax.engine.benettin`, this module knows no model: a map ``f`` (a callable or a
+Like `loopjax.engine.lyapunov`, this module knows no model: a map ``f`` (a callable or a
 ``jax.tree_util.Partial``) takes an array of any shape to an array of the same shape, and the state is
 iterated as ``z_{t+1} = f(z_t)``, t = 0..steps-1, in ``loopjax.engine.dtypes.compute_dtype()`` (float32, float64
 under jax x64). Norms are Euclidean norms of the flattened state.

@@ -25,7 +25,7 @@ import numpy as np
 
 from loopjax.engine import stats
 from loopjax.engine.dynamics import kaplan_yorke_dimension, pesin_entropy
-from loopjax.engine.benettin import LyapunovResult
+from loopjax.engine.lyapunov import LyapunovResult
 
 
 def _f(x) -> float:
