@@ -200,8 +200,8 @@ def test_int32_tensor_shows_shape_and_expected_dtypes(tmp_path, capsys):
 # ---- 5. files that are not (whole) safetensors ---------------------------------------------------------
 
 @pytest.mark.parametrize("kind, expect", [
-    ("text", "is not a valid safetensors file: header length"),
-    ("huge-header", f"is not a valid safetensors file: header length {2**62} exceeds the file size"),
+    ("text", "is not a valid safetensors file: header too large"),
+    ("huge-header", "is not a valid safetensors file: header too large"),
     ("truncated", "is truncated: tensor"),
 ])
 def test_good_corrupt_safetensors_is_one_line_naming_the_file(kind, expect, tmp_path, capsys):
