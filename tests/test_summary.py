@@ -8,7 +8,7 @@ import pytest
 
 import loopjax
 from loopjax import cli
-from loopjax.summary.summaries import summary_from_json
+from loopjax.summary import summary_from_json
 
 TEXTS = ["Water is composed of", "The sky is blue"]  # 4 tokens each under the hash tokenizer
 

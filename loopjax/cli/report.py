@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loopjax.cli.runstore import atomic_write_json, atomic_write_text, utc_now
-from loopjax.summary.summaries import exponent_table, summary_from_json
+from loopjax.summary import exponent_table, summary_from_json
 
 
 def _fmt(v: Any, prec: int = 4) -> str:
@@ -59,18 +59,13 @@ TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribut
 
 def _sections(results: dict) -> list[dict]:
     """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]; every row comes from the
-    analysis' summary (`loopjax.summary.summaries`), read back from its results.json."""
+    analysis' summary (`loopjax.summary`), read back from its results.json."""
     out = []
     for name, title in TITLES.items():
         r = results.get(name)
         if not r:
             continue
-        if name == "ablation":
-            from loopjax.analysis.ablation import AblationSummary
-
-            summary = AblationSummary.from_json(r["summary"])
-        else:
-            summary = summary_from_json(r["summary"])
+        summary = summary_from_json(r["summary"])
         rows = summary.rows()
         pert = r.get("prompts", [{}])[0].get("lambda1_perturbation") if name == "spectrum" else None
         if pert:  # loopjax.lambda1_finite on the first prompt: a check of the linearisation
