@@ -26,7 +26,7 @@ import pytest
 import loopjax
 from loopjax import cli
 from loopjax.io import checkpoint
-from loopjax.cli import runstore
+from loopjax.io import files
 from loopjax.cli import Hooks
 from conftest import numbers
 
@@ -93,7 +93,7 @@ def test_good_zero_counts_are_errors(argv, flag, tmp_path, capsys):
     out = tmp_path / "out"
     rc, err = run([*argv, "--out", out, "--quiet"], capsys)
     assert rc == 2
-    one_line_error(err, f"{flag} must be >= 1, got 0")
+    one_line_error(err, f"{flag} must be an integer >= 1, got 0")
     assert not out.exists()
 
 
@@ -320,7 +320,7 @@ def test_out_under_a_file_is_one_line(tmp_path, prompt1, capsys):
 
 
 class _FullDisk:
-    """`os` as seen by loopjax.cli.runstore, with fsync / replace failing like a full disk."""
+    """`os` as seen by loopjax.io.files (the atomic writer), with fsync / replace failing like a full disk."""
 
     def __init__(self, fail):
         self._fail = fail
@@ -343,7 +343,7 @@ def test_good_disk_full_names_the_path_and_leaves_no_results(where, tmp_path, pr
     folder = out / "spectrum"
     fail = ({"fsync": lambda fd: True} if where == "fsync-always" else
             {"replace": lambda src, dst: Path(dst).name == "results.json"})
-    monkeypatch.setattr(runstore, "os", _FullDisk(fail))
+    monkeypatch.setattr(files, "os", _FullDisk(fail))
     rc, err = run(["spectrum", "--prompts", prompt1, "--out", out, *TINY], capsys)
     monkeypatch.undo()
     assert rc == 2

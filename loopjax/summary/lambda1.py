@@ -32,7 +32,8 @@ class Lambda1Summary(Summary):
           accepts=lambda r: np.ndim(r) == 0)
 def summarize_lambda1(values) -> Lambda1Summary:
     x = np.asarray([as_float(v) for v in values])
-    return Lambda1Summary(n_prompts=int(x.size), mean=as_float(x.mean()), std=as_float(x.std()), sem=as_float(stats.standard_error(x)),
+    return Lambda1Summary(n_prompts=int(x.size), mean=as_float(x.mean()), std=as_float(x.std()),
+                          sem=as_float(stats.standard_error(x)),
                           min=as_float(x.min()), max=as_float(x.max()))
 
 
@@ -64,7 +65,8 @@ def summarize_sweep(lambda1_per_checkpoint) -> SweepSummary:
     return SweepSummary(
         n_checkpoints=int(lam.shape[0]), n_prompts=int(lam.shape[1]),
         lambda1_mean_per_checkpoint=as_list(means), lambda1_std_per_checkpoint=as_list(per_prompt_std),
-        lambda1_sem_per_checkpoint=as_list(np.atleast_1d(stats.standard_error(lam, axis=1))), std_across_checkpoints=as_float(means.std()),
+        lambda1_sem_per_checkpoint=as_list(np.atleast_1d(stats.standard_error(lam, axis=1))),
+        std_across_checkpoints=as_float(means.std()),
         mean_per_prompt_std=as_float(per_prompt_std.mean()),
         mean_over_prompts_of_std_across_checkpoints=as_float(lam.std(0).mean()),
         ratio_across_checkpoints_to_per_prompt=(as_float(means.std() / per_prompt_std.mean())
