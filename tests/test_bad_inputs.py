@@ -554,3 +554,14 @@ def test_validate_ids_reports_oov_under_jit_with_checkify(model):
     assert "ids range from -1 to 2" in err.get()
     with pytest.raises(ValueError, match=r"\[512\] out of vocabulary"):  # concrete ids: checked at once
         validate_ids(model, [1, 512])
+
+
+@pytest.mark.parametrize("value, ok", [(3, True), (0, False), (True, False), (2.0, False), ("3", False)])
+def test_check_int_is_the_one_integer_check(value, ok):
+    from loopjax.engine.validate import check_int, check_positive
+
+    if ok:
+        assert check_positive("--k", value) == value and check_int("n", value, 0, hi=3) == value
+    else:
+        with pytest.raises(ValueError, match=rf"--k must be an integer >= 1, got {value!r}"):
+            check_positive("--k", value)
