@@ -365,21 +365,7 @@ def measure(fn, reps, block=lambda x: x, max_s=float("inf")):
 # ------------------------------------------------------------------------------------------------
 
 
-def main(args):
-    import jax
-    import jax.numpy as jnp
-
-    import loopjax
-
-    torch = tl = None
-    if not args.no_torch:
-        import torch
-
-        sys.path.insert(0, HERE)
-        import torch_loop as tl
-
-        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-
+def machine_info(jax, torch):
     n_cpu = len(os.sched_getaffinity(0))
     machine = {
         "cpu_count_available": n_cpu, "cpu_count_total": os.cpu_count(), "platform": platform.platform(),
@@ -392,9 +378,11 @@ def main(args):
     if machine["loadavg_start"][0] > n_cpu:
         print(f"warning: load average {machine['loadavg_start'][0]:.1f} > {n_cpu} cores: other processes compete "
               "for the CPUs, timings will be noisy", file=sys.stderr)
+    return machine
 
-    # -- fp32 matmul peak in this process -------------------------------------------------------
-    N = args.peak_n
+
+def matmul_peak(jax, jnp, torch, N):
+    """The fp32 matmul GFLOP/s of this process (jnp.dot, and torch.mm with torch), best of 5."""
     a = jax.random.normal(jax.random.key(0), (N, N), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (N, N), jnp.float32)
     dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
@@ -409,7 +397,11 @@ def main(args):
         del ta, tb
     print(f"fp32 matmul peak (jnp.dot {N}x{N}, best of 5): {peak:.1f} GFLOP/s"
           + (f"; torch.mm: {peak_info['torch_mm_gflops']:.1f} GFLOP/s" if torch else ""), flush=True)
+    return peak, peak_info
 
+
+def jax_kernels(jax, jnp):
+    """(forward, one Benettin step) of a loop map, jitted."""
     @jax.jit
     def jax_fwd(f, z):
         return f(z)
@@ -422,111 +414,163 @@ def main(args):
             Qn, R = jnp.linalg.qr(W, mode="reduced")
         return fz, Qn, jnp.log(jnp.abs(jnp.diagonal(R)))
 
+    return jax_fwd, jax_step
+
+
+class Shape:
+    """One benchmark shape: its config, prompt, checkpoint and sizes; `add` records a timing row."""
+
+    def __init__(self, name, args, rows, peak, tmp_root):
+        self.name, self.rows, self.peak = name, rows, peak
+        self.cfg, self.L = shape_spec(name)
+        real = name in REAL
+        ks = list(args.k_list) if (args.full or not real) else [k for k in REAL_KS]
+        self.reps = args.reps if (args.full or not real) else 1
+        self.bsteps = args.bsteps if (args.full or not real) else 2
+        self.H = hidden_of(self.cfg)
+        self.d = self.L * self.H
+        self.ks = [k for k in ks if k <= self.d]
+        self.F, p_mm = loop_flops(self.cfg, self.L)
+        self.settings = {"config": {k: v for k, v in self.cfg.items() if k not in ("auto_map", "init_values")},
+                         "L": self.L, "d": self.d, "ks": self.ks, "reps": self.reps, "bsteps": self.bsteps,
+                         "loop_flops": self.F, "matmul_params": p_mm}
+        self.ckpt = os.path.join(tmp_root, name)
+        t0 = time.perf_counter()
+        write_random_checkpoint(self.ckpt, self.cfg, seed=0)
+        self.settings["write_checkpoint_s"] = time.perf_counter() - t0
+        print(f"\n== {name}: {arch_of(self.cfg)}, H={self.H}, L={self.L}, d={self.d}, weights "
+              f"{self.cfg['torch_dtype']}, loop-map matmul params {p_mm / 1e6:.1f}M, F = {self.F / 1e9:.3f} "
+              f"GFLOP/step (checkpoint written in {self.settings['write_checkpoint_s']:.1f}s)", flush=True)
+        self.tokens = np.random.default_rng(0).integers(1, self.cfg["vocab_size"], size=self.L).astype(np.int32)
+
+    def add(self, impl, k, first, times, rss, dev_peak=None, steps_per_call=1):
+        step_s = statistics.median(times) / steps_per_call
+        flops = self.F if k == 0 else step_flops(self.F, self.d, k)
+        row = {"shape": self.name, "arch": arch_of(self.cfg), "impl": impl, "k": k, "L": self.L, "H": self.H,
+               "first_call_s": first, "compile_s": max(first - statistics.median(times), 0.0),
+               "steady_s": times, "steps_per_call": steps_per_call, "step_ms": 1e3 * step_s,
+               "step_ms_min": 1e3 * min(times) / steps_per_call,
+               "probe_steps_per_s": (k / step_s) if k else None, "flops": flops,
+               "gflops": flops / step_s / 1e9, "pct_peak": 100 * flops / step_s / 1e9 / self.peak,
+               "peak_rss_gib": rss, "jax_peak_bytes": dev_peak}
+        self.rows.append(row)
+        print(fmt_row(row), flush=True)
+
+
+def bench_jax(sh: Shape, args, kernels):
+    """The JAX loop map of one shape: forward, one Benettin step per k, loopjax.benettin; returns
+    (z0, f(z0), probes per k, log growth per k) for the PyTorch parity check."""
+    import jax
+    import jax.numpy as jnp
+
+    import loopjax
+
+    jax_fwd, jax_step = kernels
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    model = loopjax.load(sh.ckpt, dtype=None if args.jax_weights == "stored" else jnp.float32)
+    f, z0 = loopjax.loop_map(model, sh.tokens, key=jax.random.key(0))
+    z0 = jax.block_until_ready(jnp.asarray(z0, jnp.float32))
+    sh.settings["jax_load_s"] = time.perf_counter() - t0
+    sh.settings["jax_load_peak_rss_gib"] = peak_rss_gib()
+    first, times, rss, fz = measure(lambda: jax_fwd(f, z0), sh.reps, jax.block_until_ready, args.max_rep_s)
+    sh.add("jax fwd", 0, first, times, rss, device_peak_bytes(jax))
+    z0_np, fz_np = np.asarray(z0), np.asarray(fz, dtype=np.float32)
+    probes, jax_lg, out = {}, {}, None
+    for k in sh.ks:
+        Q0 = jnp.linalg.qr(jax.random.normal(jax.random.key(k), (sh.d, k), jnp.float32), mode="reduced")[0]
+        probes[k] = np.array(Q0)
+        first, times, rss, out = measure(lambda: jax_step(f, z0, Q0), sh.reps, jax.block_until_ready,
+                                         args.max_rep_s)
+        jax_lg[k] = np.asarray(out[2])
+        sh.add("jax step", k, first, times, rss, device_peak_bytes(jax))
+        if not args.no_benettin:
+            first, times, rss, _ = measure(
+                lambda: loopjax.benettin(f, z0, k=k, steps=sh.bsteps, probes=Q0).exponents, sh.reps,
+                jax.block_until_ready, args.max_rep_s)
+            sh.add("loopjax.benettin", k, first, times, rss, device_peak_bytes(jax), steps_per_call=sh.bsteps)
+    del model, f, fz, out
+    jax.clear_caches()
+    gc.collect()
+    return z0_np, fz_np, probes, jax_lg
+
+
+def bench_torch(sh: Shape, args, torch, tl, z0_np, fz_np, probes, jax_lg) -> dict:
+    """The PyTorch loop map of one shape (same z0 and probes) and its parity with the JAX one."""
+    with torch.no_grad():
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        tf, tz0 = tl.load_loop_map(sh.ckpt, sh.tokens, torch.float32, z0=torch.from_numpy(z0_np.copy()),
+                                   weight_dtype="stored" if args.torch_weights == "stored" else None,
+                                   linear=args.torch_linear)
+        sh.settings["torch_load_s"] = time.perf_counter() - t0
+        sh.settings["torch_load_peak_rss_gib"] = peak_rss_gib()
+        first, times, rss, tfz = measure(lambda: tf(tz0), sh.reps, max_s=args.max_rep_s)
+        sh.add("torch fwd", 0, first, times, rss)
+        par = {"f_z0_max_abs_diff": float(np.max(np.abs(tfz.numpy() - fz_np))),
+               "f_z0_max_abs": float(np.max(np.abs(fz_np)))}
+        sfx, out = ("+rule" if args.torch_linear == "jvp_rule" else ""), None
+        for mode, impl in (("per_probe", "torch per-probe" + sfx), ("vmap", "torch vmap" + sfx)):
+            for k in sh.ks:
+                tQ = torch.from_numpy(probes[k])
+                first, times, rss, out = measure(lambda: tl.benettin_step(tf, tz0, tQ, mode), sh.reps,
+                                                 max_s=args.max_rep_s)
+                sh.add(impl, k, first, times, rss)
+                par[f"log_growth_max_abs_diff_{mode}_k{k}"] = float(np.max(np.abs(out[2].numpy() - jax_lg[k])))
+        del tf, tz0, tfz, out
+        gc.collect()
+    # float32 rounding gives ~1e-6 relative; anything near 1e-3 means the two sides differ
+    par["ok"] = bool(par["f_z0_max_abs_diff"] <= 1e-3 * max(par["f_z0_max_abs"], 1.0))
+    if not par["ok"]:
+        print(f"   WARNING: JAX and PyTorch loop maps DISAGREE on {sh.name}: the timings compare "
+              "different computations", file=sys.stderr, flush=True)
+    print(f"   parity jax vs torch: |f(z0)| diff {par['f_z0_max_abs_diff']:.2e} "
+          f"(max|f(z0)| {par['f_z0_max_abs']:.2f}); log-growth diff "
+          f"{max([v for kk, v in par.items() if kk.startswith('log_growth')] or [0.0]):.2e}", flush=True)
+    return par
+
+
+def load_torch(args):
+    """(torch, torch_loop) unless --no-torch."""
+    if args.no_torch:
+        return None, None
+    import torch
+
+    sys.path.insert(0, HERE)
+    import torch_loop as tl
+
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    return torch, tl
+
+
+def write_result(args, result: dict) -> None:
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2, default=float)
+        print(f"\nwrote {args.json}")
+
+
+def main(args):
+    import jax
+    import jax.numpy as jnp
+
+    torch, tl = load_torch(args)
+    machine = machine_info(jax, torch)
+    peak, peak_info = matmul_peak(jax, jnp, torch, args.peak_n)
+    kernels = jax_kernels(jax, jnp)
     rows, parity, settings = [], {}, {}
     tmp_root = tempfile.mkdtemp(prefix="loopjax-bench-", dir=args.tmpdir)
     try:
         for name in args.shape_names:
-            cfg, L = shape_spec(name)
-            real = name in REAL
-            ks = list(args.k_list) if (args.full or not real) else [k for k in REAL_KS]
-            reps = args.reps if (args.full or not real) else 1
-            bsteps = args.bsteps if (args.full or not real) else 2
-            H = hidden_of(cfg)
-            d = L * H
-            ks = [k for k in ks if k <= d]
-            F, p_mm = loop_flops(cfg, L)
-            settings[name] = {"config": {k: v for k, v in cfg.items() if k not in ("auto_map", "init_values")},
-                              "L": L, "d": d, "ks": ks, "reps": reps, "bsteps": bsteps, "loop_flops": F,
-                              "matmul_params": p_mm}
-            ckpt = os.path.join(tmp_root, name)
-            t0 = time.perf_counter()
-            write_random_checkpoint(ckpt, cfg, seed=0)
-            settings[name]["write_checkpoint_s"] = time.perf_counter() - t0
-            print(f"\n== {name}: {arch_of(cfg)}, H={H}, L={L}, d={d}, weights {cfg['torch_dtype']}, "
-                  f"loop-map matmul params {p_mm / 1e6:.1f}M, F = {F / 1e9:.3f} GFLOP/step "
-                  f"(checkpoint written in {settings[name]['write_checkpoint_s']:.1f}s)", flush=True)
-            tokens = np.random.default_rng(0).integers(1, cfg["vocab_size"], size=L).astype(np.int32)
-
-            def add(impl, k, first, times, rss, dev_peak=None, steps_per_call=1):
-                step_s = statistics.median(times) / steps_per_call
-                flops = F if k == 0 else step_flops(F, d, k)
-                row = {"shape": name, "arch": arch_of(cfg), "impl": impl, "k": k, "L": L, "H": H,
-                       "first_call_s": first, "compile_s": max(first - statistics.median(times), 0.0),
-                       "steady_s": times, "steps_per_call": steps_per_call, "step_ms": 1e3 * step_s,
-                       "step_ms_min": 1e3 * min(times) / steps_per_call,
-                       "probe_steps_per_s": (k / step_s) if k else None, "flops": flops,
-                       "gflops": flops / step_s / 1e9, "pct_peak": 100 * flops / step_s / 1e9 / peak,
-                       "peak_rss_gib": rss, "jax_peak_bytes": dev_peak}
-                rows.append(row)
-                print(fmt_row(row), flush=True)
-
-            # -- JAX ------------------------------------------------------------------------------
-            reset_peak_rss()
-            t0 = time.perf_counter()
-            model = loopjax.load(ckpt, dtype=None if args.jax_weights == "stored" else jnp.float32)
-            f, z0 = loopjax.loop_map(model, tokens, key=jax.random.key(0))
-            z0 = jax.block_until_ready(jnp.asarray(z0, jnp.float32))
-            settings[name]["jax_load_s"] = time.perf_counter() - t0
-            settings[name]["jax_load_peak_rss_gib"] = peak_rss_gib()
-            first, times, rss, fz = measure(lambda: jax_fwd(f, z0), reps, jax.block_until_ready, args.max_rep_s)
-            add("jax fwd", 0, first, times, rss, device_peak_bytes(jax))
-            z0_np, fz_np = np.asarray(z0), np.asarray(fz, dtype=np.float32)
-            probes, jax_lg, out = {}, {}, None
-            for k in ks:
-                Q0 = jnp.linalg.qr(jax.random.normal(jax.random.key(k), (d, k), jnp.float32), mode="reduced")[0]
-                probes[k] = np.array(Q0)
-                first, times, rss, out = measure(lambda: jax_step(f, z0, Q0), reps, jax.block_until_ready,
-                                                 args.max_rep_s)
-                jax_lg[k] = np.asarray(out[2])
-                add("jax step", k, first, times, rss, device_peak_bytes(jax))
-                if not args.no_benettin:
-                    first, times, rss, _ = measure(
-                        lambda: loopjax.benettin(f, z0, k=k, steps=bsteps, probes=Q0).exponents, reps,
-                        jax.block_until_ready, args.max_rep_s)
-                    add("loopjax.benettin", k, first, times, rss, device_peak_bytes(jax), steps_per_call=bsteps)
-            del model, f, fz, out
-            jax.clear_caches()
-            gc.collect()
-
-            # -- PyTorch --------------------------------------------------------------------------
+            sh = Shape(name, args, rows, peak, tmp_root)
+            settings[name] = sh.settings
+            z0_np, fz_np, probes, jax_lg = bench_jax(sh, args, kernels)
             if torch is not None:
-                with torch.no_grad():
-                    reset_peak_rss()
-                    t0 = time.perf_counter()
-                    tf, tz0 = tl.load_loop_map(ckpt, tokens, torch.float32, z0=torch.from_numpy(z0_np.copy()),
-                                               weight_dtype="stored" if args.torch_weights == "stored" else None,
-                                               linear=args.torch_linear)
-                    settings[name]["torch_load_s"] = time.perf_counter() - t0
-                    settings[name]["torch_load_peak_rss_gib"] = peak_rss_gib()
-                    first, times, rss, tfz = measure(lambda: tf(tz0), reps, max_s=args.max_rep_s)
-                    add("torch fwd", 0, first, times, rss)
-                    par = {"f_z0_max_abs_diff": float(np.max(np.abs(tfz.numpy() - fz_np))),
-                           "f_z0_max_abs": float(np.max(np.abs(fz_np)))}
-                    sfx, out = ("+rule" if args.torch_linear == "jvp_rule" else ""), None
-                    for mode, impl in (("per_probe", "torch per-probe" + sfx), ("vmap", "torch vmap" + sfx)):
-                        for k in ks:
-                            tQ = torch.from_numpy(probes[k])
-                            first, times, rss, out = measure(lambda: tl.benettin_step(tf, tz0, tQ, mode), reps,
-                                                             max_s=args.max_rep_s)
-                            add(impl, k, first, times, rss)
-                            par[f"log_growth_max_abs_diff_{mode}_k{k}"] = float(
-                                np.max(np.abs(out[2].numpy() - jax_lg[k])))
-                    # float32 rounding gives ~1e-6 relative; anything near 1e-3 means the two sides differ
-                    par["ok"] = bool(par["f_z0_max_abs_diff"] <= 1e-3 * max(par["f_z0_max_abs"], 1.0))
-                    parity[name] = par
-                    if not par["ok"]:
-                        print(f"   WARNING: JAX and PyTorch loop maps DISAGREE on {name}: the timings compare "
-                              "different computations", file=sys.stderr, flush=True)
-                    print(f"   parity jax vs torch: |f(z0)| diff {par['f_z0_max_abs_diff']:.2e} "
-                          f"(max|f(z0)| {par['f_z0_max_abs']:.2f}); log-growth diff "
-                          f"{max([v for kk, v in par.items() if kk.startswith('log_growth')] or [0.0]):.2e}",
-                          flush=True)
-                    del tf, tz0, tfz, out
-                    gc.collect()
-            shutil.rmtree(ckpt, ignore_errors=True)
+                parity[name] = bench_torch(sh, args, torch, tl, z0_np, fz_np, probes, jax_lg)
+            shutil.rmtree(sh.ckpt, ignore_errors=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-
     machine["loadavg_end"] = os.getloadavg()
     machine["peak_rss_process_lifetime_gib"] = lifetime_peak_rss_gib()
     print("\n" + fmt_table(rows, peak))
@@ -535,11 +579,7 @@ def main(args):
               "flop_model": {"loop_step": "2*L*P_mm + n_attn*4*L^2*n_heads*head_dim",
                              "benettin_step": "(1+k)*F + 4*d*k^2 - 4/3*k^3 (QR)"},
               "settings": settings, "parity": parity, "rows": rows}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=float)
-        print(f"\nwrote {args.json}")
+    write_result(args, result)
     return result
 
 

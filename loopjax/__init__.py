@@ -16,7 +16,7 @@ from loopjax.io.loading import convert, load, source_dir
 from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 from loopjax.models.loop_model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
                            scale_injection, sublayer_maps, trajectory, validate_ids)
-from loopjax.summary.summaries import summarize
+from loopjax.summary import summarize
 from loopjax.io.weights import save_hf, to_hf_tensors
 
 __version__ = "0.1.0"

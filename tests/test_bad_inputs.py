@@ -26,7 +26,7 @@ import pytest
 import loopjax
 from loopjax import cli
 from loopjax.io import checkpoint
-from loopjax.cli import runstore
+from loopjax.io import files
 from loopjax.cli import Hooks
 from conftest import numbers
 
@@ -93,7 +93,7 @@ def test_good_zero_counts_are_errors(argv, flag, tmp_path, capsys):
     out = tmp_path / "out"
     rc, err = run([*argv, "--out", out, "--quiet"], capsys)
     assert rc == 2
-    one_line_error(err, f"{flag} must be >= 1, got 0")
+    one_line_error(err, f"{flag} must be an integer >= 1, got 0")
     assert not out.exists()
 
 
@@ -200,8 +200,8 @@ def test_int32_tensor_shows_shape_and_expected_dtypes(tmp_path, capsys):
 # ---- 5. files that are not (whole) safetensors ---------------------------------------------------------
 
 @pytest.mark.parametrize("kind, expect", [
-    ("text", "is not a valid safetensors file: header length"),
-    ("huge-header", f"is not a valid safetensors file: header length {2**62} exceeds the file size"),
+    ("text", "is not a valid safetensors file: header too large"),
+    ("huge-header", "is not a valid safetensors file: header too large"),
     ("truncated", "is truncated: tensor"),
 ])
 def test_good_corrupt_safetensors_is_one_line_naming_the_file(kind, expect, tmp_path, capsys):
@@ -320,7 +320,7 @@ def test_out_under_a_file_is_one_line(tmp_path, prompt1, capsys):
 
 
 class _FullDisk:
-    """`os` as seen by loopjax.cli.runstore, with fsync / replace failing like a full disk."""
+    """`os` as seen by loopjax.io.files (the atomic writer), with fsync / replace failing like a full disk."""
 
     def __init__(self, fail):
         self._fail = fail
@@ -343,7 +343,7 @@ def test_good_disk_full_names_the_path_and_leaves_no_results(where, tmp_path, pr
     folder = out / "spectrum"
     fail = ({"fsync": lambda fd: True} if where == "fsync-always" else
             {"replace": lambda src, dst: Path(dst).name == "results.json"})
-    monkeypatch.setattr(runstore, "os", _FullDisk(fail))
+    monkeypatch.setattr(files, "os", _FullDisk(fail))
     rc, err = run(["spectrum", "--prompts", prompt1, "--out", out, *TINY], capsys)
     monkeypatch.undo()
     assert rc == 2
@@ -554,3 +554,14 @@ def test_validate_ids_reports_oov_under_jit_with_checkify(model):
     assert "ids range from -1 to 2" in err.get()
     with pytest.raises(ValueError, match=r"\[512\] out of vocabulary"):  # concrete ids: checked at once
         validate_ids(model, [1, 512])
+
+
+@pytest.mark.parametrize("value, ok", [(3, True), (0, False), (True, False), (2.0, False), ("3", False)])
+def test_check_int_is_the_one_integer_check(value, ok):
+    from loopjax.engine.validate import check_int, check_positive
+
+    if ok:
+        assert check_positive("--k", value) == value and check_int("n", value, 0, hi=3) == value
+    else:
+        with pytest.raises(ValueError, match=rf"--k must be an integer >= 1, got {value!r}"):
+            check_positive("--k", value)

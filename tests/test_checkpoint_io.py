@@ -45,27 +45,25 @@ def _leftovers(parent, keep=()):
 def test_text_file_renamed_safetensors(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_text("This is not a model, it is a text file that someone renamed.\n")
-    size = path.stat().st_size
-    with pytest.raises(ValueError, match=rf"is not a valid safetensors file: header length \d+ exceeds the file "
-                                         rf"size {size}$") as e:
+    with pytest.raises(ValueError, match=r"is not a valid safetensors file: header too large$") as e:
         safetensors_header(path)
-    assert str(path) in str(e.value)
+    assert str(e.value).startswith(str(path))
 
 
 def test_huge_header_length_is_not_a_memory_error(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes(struct.pack("<Q", 2**62) + b"{}")
-    with pytest.raises(ValueError, match=f"header length {2**62} exceeds the file size 10") as e:
+    with pytest.raises(ValueError, match="header too large") as e:
         safetensors_header(path)
-    assert str(path) in str(e.value)
+    assert str(e.value).startswith(str(path))
 
 
 def test_tiny_file(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes(b"abc")
-    with pytest.raises(ValueError, match="shorter than the 8-byte header length") as e:
+    with pytest.raises(ValueError, match="header too small") as e:
         safetensors_header(path)
-    assert str(path) in str(e.value)
+    assert str(e.value).startswith(str(path))
 
 
 def test_truncated_safetensors(tmp_path):
@@ -77,7 +75,7 @@ def test_truncated_safetensors(tmp_path):
     os.truncate(path, size - 10)
     with pytest.raises(ValueError) as e:
         safetensors_header(path)
-    assert str(e.value) == f"{path} is truncated: tensor b needs bytes up to {size}, file has {size - 10}"
+    assert str(e.value).startswith(f"{path} is truncated or padded: ") and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="is truncated"):
         tensor_index(tmp_path)
 
@@ -85,41 +83,40 @@ def test_truncated_safetensors(tmp_path):
 def test_shape_does_not_match_byte_range(tmp_path):
     path = _raw_safetensors(tmp_path / "m.safetensors",
                             {"w": {"dtype": "F32", "shape": [3, 3], "data_offsets": [0, 16]}}, bytes(16))
-    with pytest.raises(ValueError, match=r"tensor w of dtype F32 and shape \[3, 3\] needs 36 bytes, but its "
-                                         r"data_offsets \[0, 16\] hold 16") as e:
+    with pytest.raises(ValueError, match=r"invalid shape, data type, or offset") as e:
         safetensors_header(path)
-    assert str(path) in str(e.value)
+    assert str(e.value).startswith(f"{path} is not a valid safetensors file: ")
 
 
 @pytest.mark.parametrize("header, why", [
-    ([1, 2], "its header is a list, not a JSON object"),
-    ({"w": {"dtype": "F32", "shape": [2]}}, "tensor 'w' needs a dtype, a shape and data_offsets"),
-    ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "tensor 'w' needs"),
-    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, "tensor 'w' needs"),
+    ([1, 2], "invalid type: sequence"),
+    ({"w": {"dtype": "F32", "shape": [2]}}, "missing field `data_offsets`"),
+    ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "integer `-2`"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, "invalid offset for tensor `w`"),
+    ({"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 2]}}, "unknown variant `Q7`"),
 ])
 def test_malformed_header(tmp_path, header, why):
     path = _raw_safetensors(tmp_path / "m.safetensors", header, bytes(8))
     with pytest.raises(ValueError, match=why) as e:
         safetensors_header(path)
-    assert str(e.value).startswith(f"{path} is not a valid safetensors file: ")
+    assert str(e.value).startswith(f"{path} is not a valid safetensors file: ") and "\n" not in str(e.value)
 
 
 def test_header_not_json(tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes(struct.pack("<Q", 4) + b"\x80\x04}q")
-    with pytest.raises(ValueError, match="its header is not JSON") as e:
+    with pytest.raises(ValueError, match="invalid UTF-8 in header") as e:
         safetensors_header(path)
-    assert str(path) in str(e.value)
+    assert str(e.value).startswith(str(path))
 
 
 def test_read_tensors_names_the_file(tmp_path):
-    # a dtype loopjax does not check but safetensors rejects: the error comes from safetensors at read time
-    path = _raw_safetensors(tmp_path / "m.safetensors",
-                            {"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 2]}}, bytes(2))
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones((2,), np.float32)}, str(path))
     infos = safetensors_header(path)
-    with pytest.raises(ValueError) as e:
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=f"safetensors file {path} not found"):
         read_tensors(infos)
-    assert str(e.value).startswith(f"cannot read {path}: ") and "\n" not in str(e.value)
 
 
 def test_directory_is_not_a_file(tmp_path):

@@ -339,7 +339,8 @@ def test_bad_input_is_one_line_error(case, tmp_path, prompts4, capsys):
     assert rc != 0
     err = o.err.strip()
     assert err.startswith("loopjax: error:") and "\n" not in err and "Traceback" not in err, err
-    expect = {"missing-model": "does not exist", "k0": "--k must be >= 1", "k-too-big": "exceeds the state dimension",
+    expect = {"missing-model": "does not exist", "k0": "--k must be an integer >= 1",
+              "k-too-big": "exceeds the state dimension",
               "oov-ids": "out of vocabulary", "oov-tokenizer": "out of vocabulary",
               "missing-prompts": "not found", "max-prompts-0": "--max-prompts", "token-ids-no-prompts": "--prompts",
               "bad-dtype": "dtype"}[case]

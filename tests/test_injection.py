@@ -12,6 +12,7 @@ from jax.tree_util import Partial
 
 import loopjax
 from loopjax.analysis import ablation
+from loopjax.summary import AblationSummary, summarize_ablation
 from loopjax import cli
 from loopjax.cli import Hooks
 
@@ -169,7 +170,8 @@ def test_summarize_ablation(huginn):
     alphas = [1.0, 0.0, 0.5]  # unsorted on purpose
     r = ablation.injection_ablation(huginn, [IDS, IDS2], alphas, steps_lambda1=T, attr_steps=T, orbit_steps=16,
                                     k=1, spectrum_steps=T, seed=3)
-    s = ablation.summarize_ablation(r)
+    s = summarize_ablation(r)
+    assert loopjax.summarize(r).to_json() == s.to_json()   # registered for AblationResult
     assert s.alphas == [0.0, 0.5, 1.0] and s.n_prompts == 2 and s.names[:2] == ["adapter", "core_block.0"]
     order = np.argsort(alphas)
     lam = r.lambda1[order]
@@ -186,13 +188,12 @@ def test_summarize_ablation(huginn):
         np.testing.assert_allclose(s.spectrum_summaries[j]["lambda1_mean"], s.lambda1_mean[j], rtol=1e-12)
     assert s.crossing == ablation.crossing_alpha(s.alphas, s.lambda1_mean, s.lambda1_sem).to_json()
     # the JSON round trip, and the functional form from the per-alpha lists
-    back = ablation.AblationSummary.from_json(json.loads(json.dumps(s.to_json())))
+    back = AblationSummary.from_json(json.loads(json.dumps(s.to_json())))
     assert back.to_json() == s.to_json()
-    again = ablation.summarize_ablation(
-        r.alphas, r.lambda1.tolist(), attribution=[[u.attribution.to_json() for u in row] for row in r.units],
-        orbits=r.orbits(), spectra=[[u.spectrum for u in row] for row in r.units])
+    # the saved units (JSON) summarise to the same numbers
+    again = summarize_ablation(ablation.AblationResult.from_json(json.loads(json.dumps(r.to_json()))))
     np.testing.assert_allclose(again.contribution_mean, s.contribution_mean, rtol=1e-12)
-    assert ablation.AblationResult.from_json(json.loads(json.dumps(r.to_json()))).lambda1.tolist() == r.lambda1.tolist()
+    assert again.lambda1_mean == s.lambda1_mean and again.orbit_counts == s.orbit_counts
     assert s.rows()[2][0].startswith("alpha*")
 
 
@@ -230,7 +231,7 @@ def test_cli_ablate_writes_everything_and_resumes(tmp_path, monkeypatch, capsys,
     ids = [jnp.asarray(p["token_ids"], jnp.int32) for p in res["per_alpha"][0]["prompts"]]
     lib = ablation.injection_ablation(huginn, ids, [0.0, 0.5, 1.0], steps_lambda1=T, attr_steps=T, orbit_steps=16)
     np.testing.assert_array_equal(np.asarray(res["lambda1"]), lib.lambda1)
-    assert res["summary"] == json.loads(json.dumps(lib.summary().to_json()))
+    assert res["summary"] == json.loads(json.dumps(summarize_ablation(lib).to_json()))
     capsys.readouterr()
     # Ouro: one line, exit status 2, nothing written
     assert cli.main(["ablate", "--model", "builtin:ouro-tiny-random", "--out", str(tmp_path / "o"), "--quiet"]) == 2

@@ -8,7 +8,7 @@ import pytest
 
 import loopjax
 from loopjax import cli
-from loopjax.summary.summaries import summary_from_json
+from loopjax.summary import summary_from_json
 
 TEXTS = ["Water is composed of", "The sky is blue"]  # 4 tokens each under the hash tokenizer
 
@@ -110,3 +110,17 @@ def test_summary_fields_by_hand():
     assert sw.std_across_checkpoints == pytest.approx(0.15) and sw.mean_per_prompt_std == pytest.approx(0.05)
     with pytest.raises(ValueError, match="at least one"):
         loopjax.summarize([])
+
+
+def test_summarize_looks_the_kind_up_by_type_and_plain_dicts_name_theirs():
+    from loopjax.summary import REGISTRY, kind_of
+
+    assert kind_of(0.1) == "lambda1" and kind_of([0.1, 0.2]) == "sweep"
+    conv = [{"step_norm": [1.0, 0.5, 0.25], "state_norm": [1.0, 1.0, 1.0, 1.0]}]
+    with pytest.raises(ValueError, match="pass kind="):
+        loopjax.summarize(conv)
+    assert loopjax.summarize(conv, kind="convergence").step_norm_first_mean == 1.0
+    with pytest.raises(ValueError, match="cannot summarize results of type str"):
+        loopjax.summarize(["x"])
+    assert set(REGISTRY) == {"spectrum", "attribution", "lambda1", "sweep", "similarity", "convergence", "tokens",
+                             "ablation"}

@@ -15,9 +15,9 @@ with the same probes) `ablation_unit` computes
 
 `injection_ablation` runs them all (a Python loop over alphas: alpha is a pytree leaf, so one compilation
 per prompt length serves every alpha; `vmap=True` batches the Lyapunov runs over alphas with jax.vmap
-instead) and `summarize_ablation` reduces them, per alpha, with `loopjax.summarize`: λ1 mean ± standard
-error over prompts, mean adapter and core_block.0 contributions, orbit counts, and `crossing_alpha`, the
-alpha* where the mean λ1 crosses 0 (linear interpolation between the bracketing alphas).
+instead); `loopjax.summary.ablation.summarize_ablation` (one layer up) reduces them per alpha: λ1 mean ±
+standard error over prompts, mean adapter and core_block.0 contributions, orbit counts, and `crossing_alpha`
+(here), the alpha* where the mean λ1 crosses 0 (linear interpolation between the bracketing alphas).
 
 No matplotlib here; the figures are drawn by `loopjax ablate` (`loopjax/cli/ablate.py`).
 """
@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.engine import stats
 from loopjax.analysis.frontends import attribution, lambda1, orbit, spectrum
 from loopjax.engine.dynamics import OrbitType
 from loopjax.engine.lyapunov import LyapunovResult
 from loopjax.models.loop_model import LoopModel, scale_injection
-from loopjax.summary.summaries import Summary, summarize
 
 NO_CROSSING = "no crossing in range"
 MODES = (None, "mean")
@@ -227,9 +225,6 @@ class AblationResult:
     def orbits(self) -> list[list[dict]]:
         return [[u.orbit if isinstance(u.orbit, dict) else u.orbit.to_json() for u in row] for row in self.units]
 
-    def summary(self) -> "AblationSummary":
-        return summarize_ablation(self)
-
     def to_json(self) -> dict:
         return {"alphas": list(self.alphas), "settings": dict(self.settings),
                 "units": [[u.to_json() for u in row] for row in self.units]}
@@ -251,7 +246,7 @@ def injection_ablation(model: LoopModel, prompts_ids, alphas, *, steps_lambda1: 
     whole batch) instead of a Python loop over alphas (one compilation per prompt length, reused by every
     alpha because alpha is a pytree leaf). `engine` (warmup, renorm_every, remat, ...) goes to the Lyapunov
     front-ends. Architectures without an injection (Ouro) raise ValueError. Returns an AblationResult;
-    `summarize_ablation(result)` gives the per-alpha statistics and alpha*."""
+    `loopjax.summarize(result)` gives the per-alpha statistics and alpha*."""
     from loopjax.analysis.frontends import prompt_key
 
     scale_injection(model, 1.0, mode=mode)  # fails early for Ouro or a bad mode
@@ -276,134 +271,5 @@ def injection_ablation(model: LoopModel, prompts_ids, alphas, *, steps_lambda1: 
     return AblationResult(alphas=alphas, units=units, settings=settings)
 
 
-# ---- the summary -----------------------------------------------------------------------------------------
-
-def _kinds(orbits: Sequence[dict | OrbitType]) -> dict[str, int]:
-    js = [o if isinstance(o, dict) else o.to_json() for o in orbits]
-    kinds = [o["kind"] + (f"-{o['period']}" if o["kind"] == "periodic" else "") for o in js]
-    return {k: kinds.count(k) for k in dict.fromkeys(kinds)}
-
-
-@dataclasses.dataclass(frozen=True)
-class AblationSummary(Summary):
-    """Per alpha (lists in increasing alpha): λ1 over prompts (`lambda1_mean/std/sem/min/max`, from
-    `loopjax.summarize(kind="lambda1")`, kept whole in `lambda1_summaries`); the k=1 attribution
-    (`loopjax.summarize(kind="attribution")`): per-sublayer mean contributions `contribution_mean`
-    (n_alphas, n_sublayers) named by `names`, `adapter_mean/sem`, `core_block0_mean/sem` (standard error over
-    prompts, ddof=1) and `attribution_total_mean` (= the sum over sublayers: λ1 of the attribution run);
-    `orbit_counts` (per alpha {kind: count}); with a spectrum, `spectrum_summaries` (per alpha
-    `loopjax.summarize(kind="spectrum").to_json()`). `crossing`: `crossing_alpha(alphas, lambda1_mean, lambda1_sem)`."""
-    kind: ClassVar[str] = "ablation"
-    alphas: list
-    mode: str | None
-    n_prompts: int
-    lambda1_mean: list
-    lambda1_std: list
-    lambda1_sem: list
-    lambda1_min: list
-    lambda1_max: list
-    names: list
-    contribution_mean: list
-    adapter_mean: list
-    adapter_sem: list
-    core_block0_mean: list
-    core_block0_sem: list
-    attribution_total_mean: list
-    orbit_counts: list
-    crossing: dict
-    lambda1_summaries: list = dataclasses.field(default_factory=list)
-    spectrum_summaries: list | None = None
-
-    @property
-    def alpha_star(self) -> float | None:
-        return self.crossing.get("alpha_star")
-
-    def to_json(self) -> dict:
-        out = super().to_json()
-        nan_free = lambda v: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]  # noqa: E731
-        for name in ("lambda1_mean", "lambda1_std", "lambda1_sem", "lambda1_min", "lambda1_max", "adapter_mean",
-                     "adapter_sem", "core_block0_mean", "core_block0_sem", "attribution_total_mean"):
-            out[name] = nan_free(out[name])
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict) -> "AblationSummary":
-        nan = lambda v: [math.nan if x is None else x for x in v]  # noqa: E731
-        d = dict(d)
-        for name in ("lambda1_mean", "lambda1_std", "lambda1_sem", "lambda1_min", "lambda1_max", "adapter_mean",
-                     "adapter_sem", "core_block0_mean", "core_block0_sem", "attribution_total_mean"):
-            if name in d:
-                d[name] = nan(d[name])
-        return super().from_json(d)
-
-    def rows(self) -> list[tuple[str, str]]:
-        rows = [("prompts", str(self.n_prompts)), ("mode", self.mode or "scale (alpha * e)"),
-                ("alpha* (mean λ1 = 0)", "none: " + NO_CROSSING if self.alpha_star is None
-                 else f"{self.alpha_star:.4f}" + ("" if self.crossing["note"] == "one crossing"
-                                                  else f" ({self.crossing['note']})"))]
-        for j, a in enumerate(self.alphas):
-            sem = self.lambda1_sem[j]
-            rows.append((f"  alpha = {a:g}",
-                         f"λ1 {self.lambda1_mean[j]:+.4f} ± {sem:.4f} (s.e.); adapter {self.adapter_mean[j]:+.4f}, "
-                         f"core_block.0 {self.core_block0_mean[j]:+.4f}; orbits "
-                         + ", ".join(f"{k} {n}" for k, n in self.orbit_counts[j].items())))
-        return rows
-
-
-def _as_result(r) -> LyapunovResult:
-    return r if isinstance(r, LyapunovResult) else LyapunovResult.from_json(r)
-
-
-def summarize_ablation(result_or_alphas, lambda1_values=None, *, attribution=None, orbits=None, spectra=None,
-                       mode: str | None = None) -> AblationSummary:
-    """The per-alpha statistics of an ablation: `summarize_ablation(result)` for an AblationResult, or
-    `summarize_ablation(alphas, lambda1_values, attribution=..., orbits=..., spectra=..., mode=...)` with, per
-    alpha, the per-prompt λ1 values, attribution results (LyapunovResult or its to_json dict), orbit types (or
-    their to_json dicts) and optionally spectra. Alphas are sorted (with their data) before summarizing."""
-    if isinstance(result_or_alphas, AblationResult):
-        r = result_or_alphas
-        return summarize_ablation(
-            r.alphas, r.lambda1.tolist(), attribution=[[u.attribution for u in row] for row in r.units],
-            orbits=r.orbits(), mode=r.settings.get("mode"),
-            spectra=([[u.spectrum for u in row] for row in r.units]
-                     if r.units[0][0].spectrum is not None else None))
-    alphas = check_alphas(result_or_alphas)
-    if lambda1_values is None or attribution is None or orbits is None:
-        raise ValueError("summarize_ablation(alphas, lambda1_values, attribution=..., orbits=...) needs all three")
-    n = len(alphas)
-    for name, v in (("lambda1_values", lambda1_values), ("attribution", attribution), ("orbits", orbits),
-                    ("spectra", spectra)):
-        if v is not None and len(v) != n:
-            raise ValueError(f"{name} has {len(v)} rows for {n} alphas")
-    order = sorted(range(n), key=lambda j: alphas[j])
-    lam_s = [summarize(list(lambda1_values[j]), kind="lambda1") for j in order]
-    attrs = [[_as_result(x) for x in attribution[j]] for j in order]
-    attr_s = [summarize(row, kind="attribution") for row in attrs]
-    names = list(attr_s[0].names)
-    if "adapter" not in names or "core_block.0" not in names:
-        raise ValueError(f"the attribution has no adapter / core_block.0 sublayers ({names}): not a Huginn-style "
-                         f"model")
-    ia, ic = names.index("adapter"), names.index("core_block.0")
-    contrib = [np.asarray([np.asarray(x.exponents, np.float64)[:, 0] for x in row]) for row in attrs]  # (P, n_sub)
-    means = [s.mean for s in lam_s]
-    spec_s = None
-    if spectra is not None:
-        spec_s = [summarize([_as_result(x) for x in spectra[j]], kind="spectrum", orbits=list(orbits[j])).to_json()
-                  for j in order]
-    return AblationSummary(
-        alphas=[alphas[j] for j in order], mode=mode, n_prompts=int(lam_s[0].n_prompts),
-        lambda1_mean=means, lambda1_std=[s.std for s in lam_s], lambda1_sem=[s.sem for s in lam_s],
-        lambda1_min=[s.min for s in lam_s], lambda1_max=[s.max for s in lam_s], names=names,
-        contribution_mean=[list(s.lambda1_contribution_mean) for s in attr_s],
-        adapter_mean=[float(s.lambda1_contribution_mean[ia]) for s in attr_s],
-        adapter_sem=[float(stats.standard_error(c[:, ia])) for c in contrib],
-        core_block0_mean=[float(s.lambda1_contribution_mean[ic]) for s in attr_s],
-        core_block0_sem=[float(stats.standard_error(c[:, ic])) for c in contrib],
-        attribution_total_mean=[float(s.lambda1_total_mean) for s in attr_s],
-        orbit_counts=[_kinds(orbits[j]) for j in order],
-        crossing=crossing_alpha([alphas[j] for j in order], means, [s.sem for s in lam_s]).to_json(),
-        lambda1_summaries=[s.to_json() for s in lam_s], spectrum_summaries=spec_s)
-
-
 __all__ = ["Crossing", "crossing_alpha", "AblationUnit", "ablation_unit", "AblationResult", "injection_ablation",
-           "AblationSummary", "summarize_ablation", "check_alphas", "NO_CROSSING"]
+           "check_alphas", "NO_CROSSING"]

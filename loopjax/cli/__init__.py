@@ -7,9 +7,10 @@ finished prompt is saved atomically first, so an interrupted run continues with 
 reported without a traceback (``--debug`` shows it) with exit status 2; Ctrl-C stops at the next safe
 point with exit status 130.
 
-Layout: `parser` (options), `commands` (one function per command), `analyses` (what each per-prompt
-analysis computes, stores and draws), `runner` (the prompt loop, saving, resume, progress, Ctrl-C),
-`session` (model, tokenizer, names, versions).
+Layout: `parser` (the shared options), `commands/` (one short declaration per command: options, typed
+settings, run; `commands/base.py` the one per-prompt runner), `analyses` (what each per-prompt analysis
+computes, stores and draws), `runner` (the prompt loop, saving, resume, progress, Ctrl-C), `runstore`,
+`session` (model, tokenizer, names, versions), `plots`, `report`.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import sys
 import jax
 
 from loopjax.cli import commands
-from loopjax.cli.commands import Context
-from loopjax.cli.parser import build_parser, check_counts
+from loopjax.cli.commands import Context, build_parser
+from loopjax.cli.parser import check_counts
 from loopjax.cli.runner import Hooks
 from loopjax.cli.session import CLIError, enable_compile_cache
 from loopjax.cli.runstore import RunError

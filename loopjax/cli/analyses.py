@@ -1,6 +1,7 @@
 """The per-prompt analyses of the CLI, each a short declaration: which library front-end computes one
 prompt (always called with key = loopjax.prompt_key(seed, i)), how its result is stored and read back,
-which summary (loopjax.summarize) and which figures."""
+which summary (loopjax.summarize) and which figures. Each takes its command's typed options
+(`loopjax.cli.commands.<command>`), read as attributes."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,43 +19,43 @@ from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue,
 class Analysis:
     name: str                                   # results folder DIR/<name>/ and the "analysis" field
     kind: str                                   # loopjax.summarize kind
-    options: tuple[str, ...]                    # the settings this analysis records (k, steps, ...)
-    compute: Callable[..., Any]                 # (model, ids, key, opts, unit) -> library result
+    compute: Callable[..., Any]                 # (model, ids, key, options, unit, core) -> library result
     to_record: Callable[[Any], dict]            # library result -> JSON of one prompt
     from_record: Callable[[dict], Any]          # and back (what summarize takes)
     figures: Callable[[Path, list, Any, str], list[Path]]   # (folder, results, summary, title) -> PNGs
     summary_extras: Callable[[list[dict]], dict] = lambda records: {}   # records -> summarize(**extras)
-    batch: Callable[..., list] | None = None    # (model, ids list, key list, opts) -> core results, one program
+    batch: Callable[..., list] | None = None    # (model, ids list, key list, options) -> core results, one program
 
 
 # ---- spectrum ------------------------------------------------------------------------------------------
 
 def _engine(o) -> dict:
-    return {"warmup": o.get("warmup") or 0, "renorm_every": o.get("renorm_every") or 1}
+    """The engine options of a command's typed options (`warmup`, `renorm_every`)."""
+    return {"warmup": o.warmup or 0, "renorm_every": o.renorm_every or 1}
 
 
 def _spectrum_batch(model, ids_list, keys, o):
-    return loopjax.spectrum(model, ids_list, k=o["k"], steps=o["steps"], key=keys, pad_multiple=o["pad_multiple"],
+    return loopjax.spectrum(model, ids_list, k=o.k, steps=o.steps, key=keys, pad_multiple=o.pad_multiple,
                             **_engine(o))
 
 
 def _spectrum(model, ids, key, o, unit, core=None):
     """The spectrum of one prompt, its orbit type and (with --probe-seeds N) N re-runs with other probes."""
-    every = o.get("checkpoint_every")
+    every = o.checkpoint_every
     if core is not None:
         result = core
-    elif o.get("devices"):
+    elif o.devices:
         result = _spectrum_on_mesh(model, ids, key, o)
-    elif not every or every >= o["steps"]:
-        result = loopjax.spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+    elif not every or every >= o.steps:
+        result = loopjax.spectrum(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
     else:
         result = _spectrum_in_segments(model, ids, key, o, unit)
-    out = {"result": result, "orbit": loopjax.orbit(model, ids, steps=o["orbit_steps"], key=key)}
-    if o.get("probe_seeds"):
-        out["probe_seeds"] = loopjax.spectrum_probe_seeds(model, ids, k=o["k"], steps=o["steps"], key=key,
-                                                          n_seeds=o["probe_seeds"], **_engine(o))
-    if o.get("perturbation") and unit.index == 0:
-        out["lambda1_perturbation"] = loopjax.lambda1_finite(model, ids, steps=o["steps"], key=key)
+    out = {"result": result, "orbit": loopjax.orbit(model, ids, steps=o.orbit_steps, key=key)}
+    if o.probe_seeds:
+        out["probe_seeds"] = loopjax.spectrum_probe_seeds(model, ids, k=o.k, steps=o.steps, key=key,
+                                                          n_seeds=o.probe_seeds, **_engine(o))
+    if o.perturbation and unit.index == 0:
+        out["lambda1_perturbation"] = loopjax.lambda1_finite(model, ids, steps=o.steps, key=key)
     return out
 
 
@@ -81,10 +82,10 @@ def _spectrum_on_mesh(model, ids, key, o):
     import jax
     from jax.sharding import Mesh
 
-    mesh = Mesh(np.array(jax.devices()[:o["devices"]]), ("p",))
-    q = positions.spectrum_probes_for_mesh(model, ids, k=o["k"], key=key, n_devices=mesh.size)
-    res = loopjax.spectrum(model, ids, k=q.shape[1], steps=o["steps"], key=key, probes=q, mesh=mesh, **_engine(o))
-    return positions.first_probes(res, o["k"])
+    mesh = Mesh(np.array(jax.devices()[:o.devices]), ("p",))
+    q = positions.spectrum_probes_for_mesh(model, ids, k=o.k, key=key, n_devices=mesh.size)
+    res = loopjax.spectrum(model, ids, k=q.shape[1], steps=o.steps, key=key, probes=q, mesh=mesh, **_engine(o))
+    return positions.first_probes(res, o.k)
 
 
 def _spectrum_in_segments(model, ids, key, o, unit):
@@ -92,7 +93,7 @@ def _spectrum_in_segments(model, ids, key, o, unit):
     steps (benettin, then benettin_continue) with an orbax checkpoint of the result so far after each."""
     state_key, probe_key = loopjax.split_key(key)
     f, z0 = loopjax.loop_map(model, ids, key=state_key)
-    if o.get("warmup") or (o.get("renorm_every") or 1) > 1:
+    if o.warmup or (o.renorm_every or 1) > 1:
         raise ValueError("--checkpoint-every runs without --warmup / --renorm-every (segments continue the QR "
                          "every step)")
     ck = unit.checkpointer()
@@ -102,11 +103,11 @@ def _spectrum_in_segments(model, ids, key, o, unit):
         so_far = LyapunovResult.from_arrays(arrays, total_steps=done)
     else:
         done, so_far = 0, None
-    with unit.progress(total=o["steps"], initial=done) as bar:
-        while done < o["steps"]:
-            n = min(o["checkpoint_every"], o["steps"] - done)
+    with unit.progress(total=o.steps, initial=done) as bar:
+        while done < o.steps:
+            n = min(o.checkpoint_every, o.steps - done)
             if so_far is None:
-                so_far = benettin(f, z0, k=o["k"], steps=n, key=probe_key)
+                so_far = benettin(f, z0, k=o.k, steps=n, key=probe_key)
             else:
                 so_far = concatenate([so_far, benettin_continue(f, so_far, steps=n)])
             done += n
@@ -130,10 +131,8 @@ def _spectrum_figures(folder, results, summary, title):
             plots.plot_spectrum_full(folder / "spectrum_full.png", exps, title)]
 
 
-SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "warmup", "renorm_every", "checkpoint_every",
-                                             "probe_seeds", "orbit_steps", "perturbation", "pad_multiple",
-                                             "devices"),
-                    _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures, _spectrum_extras,
+SPECTRUM = Analysis("spectrum", "spectrum", _spectrum, _spectrum_record, LyapunovResult.from_json, _spectrum_figures,
+                    _spectrum_extras,
                     _spectrum_batch)
 
 
@@ -142,12 +141,12 @@ SPECTRUM = Analysis("spectrum", "spectrum", ("k", "steps", "warmup", "renorm_eve
 def _attribution(model, ids, key, o, unit, core=None):
     if core is not None:
         return core
-    return loopjax.attribution(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+    return loopjax.attribution(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
 
 
 def _attribution_batch(model, ids_list, keys, o):
-    return loopjax.attribution(model, ids_list, k=o["k"], steps=o["steps"], key=keys,
-                               pad_multiple=o["pad_multiple"], **_engine(o))
+    return loopjax.attribution(model, ids_list, k=o.k, steps=o.steps, key=keys, pad_multiple=o.pad_multiple,
+                               **_engine(o))
 
 
 def _attribution_figures(folder, results, summary, title):
@@ -161,8 +160,8 @@ def _attribution_figures(folder, results, summary, title):
     return figs
 
 
-ATTRIBUTION = Analysis("attribution", "attribution", ("k", "steps", "warmup", "renorm_every", "pad_multiple"),
-                       _attribution, _lyapunov_record, LyapunovResult.from_json, _attribution_figures,
+ATTRIBUTION = Analysis("attribution", "attribution", _attribution, _lyapunov_record, LyapunovResult.from_json,
+                       _attribution_figures,
                        batch=_attribution_batch)
 
 
@@ -173,7 +172,7 @@ def _arrays_record(d: dict) -> dict:
 
 
 def _similarity(model, ids, key, o, unit, core=None):
-    return loopjax.similarity(model, ids, loops=o["loops"], key=key)
+    return loopjax.similarity(model, ids, loops=o.loops, key=key)
 
 
 def _similarity_figures(folder, results, summary, title):
@@ -183,12 +182,12 @@ def _similarity_figures(folder, results, summary, title):
                                   summary.loops, title)]
 
 
-SIMILARITY = Analysis("similarity", "similarity", ("loops",), _similarity, _arrays_record, dict,
+SIMILARITY = Analysis("similarity", "similarity", _similarity, _arrays_record, dict,
                       _similarity_figures)
 
 
 def _trajectory(model, ids, key, o, unit, core=None):
-    return loopjax.convergence(model, ids, steps=o["steps"], key=key)
+    return loopjax.convergence(model, ids, steps=o.steps, key=key)
 
 
 def _trajectory_figures(folder, results, summary, title):
@@ -199,13 +198,13 @@ def _trajectory_figures(folder, results, summary, title):
     return [plots.plot_convergence(folder / "convergence.png", d, s, title)]
 
 
-TRAJECTORY = Analysis("trajectory", "convergence", ("steps",), _trajectory, _arrays_record, dict,
+TRAJECTORY = Analysis("trajectory", "convergence", _trajectory, _arrays_record, dict,
                       _trajectory_figures)
 
 # ---- per-token spectra ---------------------------------------------------------------------------------
 
 def _tokens(model, ids, key, o, unit, core=None):
-    return positions.token_spectrum(model, ids, k=o["k"], steps=o["steps"], key=key, **_engine(o))
+    return positions.token_spectrum(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
 
 
 def _tokens_figures(folder, results, summary, title):
@@ -217,7 +216,7 @@ def _tokens_figures(folder, results, summary, title):
                                      f"{title}, prompt 0")]
 
 
-TOKENS = Analysis("tokens", "tokens", ("k", "steps", "warmup", "renorm_every"), _tokens,
+TOKENS = Analysis("tokens", "tokens", _tokens,
                   lambda r: r.to_json(), dict, _tokens_figures)
 
 ANALYSES = {a.name: a for a in (SPECTRUM, ATTRIBUTION, SIMILARITY, TRAJECTORY, TOKENS)}

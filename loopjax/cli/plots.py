@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from loopjax.analysis.ablation import NO_CROSSING
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -23,7 +25,7 @@ DPI = 130
 SEQ_CMAP = "cividis"      # perceptually uniform, CVD-safe
 DIV_CMAP = "RdBu_r"       # diverging, centred on 0
 
-_RC = {
+RC = {
     "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
     "axes.grid": True,
     "grid.alpha": 0.3,
@@ -36,7 +38,8 @@ _RC = {
 }
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write the figure as PNG atomically (temporary sibling, then rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -59,7 +62,7 @@ def plot_spectrum_running(path, log_growths: Sequence[np.ndarray], model: str, t
     """Running-average top-``top`` exponents over steps (mean over prompts; band = +/- 1 standard error,
     drawn as dashed edges so overlapping bands stay readable), and a zoomed panel of the last half, where
     a converged estimate is flat."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         runs = np.stack([top_running(lg, top) for lg in log_growths])  # (P, T, top)
         P, T, n = runs.shape
         t = np.arange(1, T + 1)
@@ -84,12 +87,12 @@ def plot_spectrum_running(path, log_growths: Sequence[np.ndarray], model: str, t
         band = f", band = $\\pm$1 s.e. over {P} prompts" if P > 1 else ""
         ax.set_title(f"{model}: top-{n} exponents, running average (mean{band})")
         ax.legend(loc="best", ncols=1 if n <= 5 else 2, fontsize=9)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_spectrum_full(path, exponents: np.ndarray, model: str) -> Path:
     """The full measured spectrum, each prompt sorted descending: mean +/- std over prompts."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         ex = -np.sort(-np.asarray(exponents, dtype=np.float64), axis=1)  # (P, k)
         P, k = ex.shape
         mean, std = ex.mean(0), ex.std(0)
@@ -104,13 +107,13 @@ def plot_spectrum_full(path, exponents: np.ndarray, model: str) -> Path:
         ax.set_ylabel("$\\lambda_i$ (per loop)")
         ax.set_title(f"{model}: Lyapunov spectrum, k={k} ({npos} of {k} mean exponents > 0)")
         ax.legend(loc="best")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_attribution(path, names: Sequence[str], contributions: np.ndarray, model: str) -> Path:
     """Per-sublayer lambda_1 contributions (bars, mean +/- std over prompts) and the cumulative
     lambda_1 through the loop (line, right axis). ``contributions``: (P, n_sub)."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         c = np.asarray(contributions, dtype=np.float64)
         P, n = c.shape
         mean, std = c.mean(0), c.std(0)
@@ -143,12 +146,12 @@ def plot_attribution(path, names: Sequence[str], contributions: np.ndarray, mode
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=9)
         ax.set_title(f"{model}: $\\lambda_1$ by sublayer (total {cum.mean(0)[-1]:+.3f}, {P} prompts)", pad=26)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_attribution_heatmap(path, names: Sequence[str], exponents: np.ndarray, model: str) -> Path:
     """Sublayer x direction heatmap of the mean (over prompts) per-sublayer exponents (n_sub, k)."""
-    with plt.rc_context({**_RC, "axes.grid": False}):
+    with plt.rc_context({**RC, "axes.grid": False}):
         e = np.asarray(exponents, dtype=np.float64)
         n, k = e.shape
         fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * k + 3), max(3.5, 0.35 * n + 1.5)))
@@ -167,7 +170,7 @@ def plot_attribution_heatmap(path, names: Sequence[str], exponents: np.ndarray, 
                             color="white" if abs(e[i, j]) > 0.6 * vmax else "black")
         fig.colorbar(im, ax=ax, label="log growth per loop")
         ax.set_title(f"{model}: per-sublayer exponents, sublayer x direction (k={k})")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str,
@@ -175,7 +178,7 @@ def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str,
     """lambda_1 across checkpoints: mean over prompts with +/- 1 std error bars, prompts as dots.
     ``lam1``: (C, P). With ``training_steps`` (the training step of each checkpoint, None for a final
     model) the x axis is the training step, as the paper's Fig. 3, and final models are black stars."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         v = np.asarray(lam1, dtype=np.float64)
         C, P = v.shape
         known = [s for s in (training_steps or []) if s is not None]
@@ -209,13 +212,13 @@ def plot_sweep(path, labels: Sequence[str], lam1: np.ndarray, title: str,
         ax.set_ylabel("$\\lambda_1$ (single probe, per loop)")
         ax.set_title(f"{title}: $\\lambda_1$ across checkpoints ({P} prompts)")
         ax.legend(loc="best", fontsize=9)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_similarity(path, names: Sequence[str], matrix: np.ndarray, loops: int, model: str) -> Path:
     """Cosine-similarity heatmaps: (left) every sublayer state across loops; (right) the loop outputs
     (the state after the last sublayer of each loop) against each other."""
-    with plt.rc_context({**_RC, "axes.grid": False}):
+    with plt.rc_context({**RC, "axes.grid": False}):
         m = np.asarray(matrix, dtype=np.float64)
         n = m.shape[0]
         per = n // max(loops, 1)
@@ -252,12 +255,12 @@ def plot_similarity(path, names: Sequence[str], matrix: np.ndarray, loops: int, 
         ax.set_title("loop outputs")
         fig.colorbar(im2, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
         fig.suptitle(f"{model}: residual-stream cosine similarity across loops (mean over prompts)")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_convergence(path, step_norms: np.ndarray, state_norms: np.ndarray, model: str) -> Path:
     """||z_{t+1} - z_t|| (log y) and ||z_t|| over loop steps: prompts thin, mean thick."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         d = np.asarray(step_norms, dtype=np.float64)   # (P, T)
         s = np.asarray(state_norms, dtype=np.float64)  # (P, T+1)
         P, T = d.shape
@@ -286,13 +289,13 @@ def plot_convergence(path, step_norms: np.ndarray, state_norms: np.ndarray, mode
         ax.set_title("state norm")
         ax.legend(loc="best", fontsize=9)
         fig.suptitle(f"{model}: loop trajectory over {T} steps ({P} prompts)")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_models_running(path, models: Sequence[tuple[str, Sequence[np.ndarray]]], top: int = 5) -> Path:
     """The paper's Fig. 1 for several models side by side: running-average top-``top`` exponents (mean
     over prompts, band = +/- 1 s.e.), one panel per model. ``models``: (name, per-prompt log growths)."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False)
         for ax, (name, lgs) in zip(axes[0], models):
             runs = np.stack([top_running(lg, top) for lg in lgs])
@@ -310,14 +313,14 @@ def plot_models_running(path, models: Sequence[tuple[str, Sequence[np.ndarray]]]
             ax.legend(loc="best", fontsize=8)
         axes[0][0].set_ylabel("running average of log growth")
         fig.suptitle(f"Top-{top} Lyapunov exponents, running averages (band = ±1 s.e.)")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_models_attribution(path, models: Sequence[tuple[str, Sequence[str], np.ndarray]]) -> Path:
     """The paper's Fig. 2 for several models side by side: per-sublayer contributions to lambda_1 (bars,
     mean +/- std over prompts) and the cumulative lambda_1 (line). ``models``: (name, sublayer names,
     contributions (P, n_sub))."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         widths = [max(3.0, 0.3 * len(names) + 2) for _, names, _ in models]
         fig, axes = plt.subplots(1, len(models), figsize=(sum(widths) + 1, 4.2), squeeze=False,
                                  gridspec_kw={"width_ratios": widths})
@@ -337,7 +340,7 @@ def plot_models_attribution(path, models: Sequence[tuple[str, Sequence[str], np.
             ax.legend(loc="best", fontsize=8)
         axes[0][0].set_ylabel("contribution to $\\lambda_1$ (per loop)")
         fig.suptitle("Per-sublayer contributions to $\\lambda_1$ (blue: expanding, vermillion: contracting)")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: str) -> Path:
@@ -347,7 +350,7 @@ def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: 
     bar = mean, error bar = +/- 1 std, dots = runs); NaN marks a position that was not measured. The
     dashed line is the largest (mean) bar: the prompt's lambda_1 when every position was measured (union
     property)."""
-    with plt.rc_context(_RC):
+    with plt.rc_context(RC):
         v = np.asarray(lambda1, dtype=np.float64)
         v = v[None] if v.ndim == 1 else v
         P, L = v.shape
@@ -380,4 +383,71 @@ def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: 
         runs = f", mean $\\pm$1 std over {P} runs" if P > 1 else ""
         ax.set_title(f"{model}: per-token $\\lambda_1$ ({int(measured.sum())} of {L} positions{runs})")
         ax.legend(loc="best", fontsize=9)
-        return _save(fig, path)
+        return save_figure(fig, path)
+
+
+# ---- the input-injection ablation (numbers from its summary; nothing computed here) -----------------------
+
+def _star_text(summary) -> str:
+    c = summary.crossing
+    if c["alpha_star"] is None:
+        return NO_CROSSING
+    text = "$\\alpha^*$ = " + ", ".join(f"{x:.3f}" for x in c["crossings"])
+    if c.get("resolved") and not all(c["resolved"]):
+        text += " (not resolved)" if len(c["crossings"]) == 1 else " (not all resolved)"
+    return text
+
+
+def plot_lambda1_vs_alpha(path, alphas, lam1: np.ndarray, summary, title: str) -> Path:
+    """Mean λ1 ± 1 standard error over prompts vs alpha, prompts as dots, a zero line and alpha* marked.
+    ``lam1``: (A, P) per-prompt values."""
+    with plt.rc_context(RC):
+        x = np.asarray(alphas, dtype=np.float64)
+        v = np.asarray(lam1, dtype=np.float64)
+        A, P = v.shape
+        span = float(x.max() - x.min()) or 1.0
+        fig, ax = plt.subplots(figsize=(6.8, 4.4))
+        rng = np.random.default_rng(0)
+        for j in range(A):
+            ax.scatter(x[j] + rng.uniform(-0.012, 0.012, P) * span, v[j], s=10, color=OKABE_ITO[5], alpha=0.6,
+                       lw=0, label="per prompt" if j == 0 else None, zorder=2)
+        sem = np.asarray([np.nan if s is None else s for s in summary.lambda1_sem], dtype=np.float64)
+        ax.errorbar(x, summary.lambda1_mean, yerr=None if P < 2 else sem, fmt="o-", color=OKABE_ITO[0], capsize=4,
+                    lw=1.8, ms=6, label="mean" + (" $\\pm$1 s.e. over prompts" if P > 1 else ""), zorder=3)
+        ax.axhline(0, color="0.3", lw=0.8)
+        resolved = summary.crossing.get("resolved") or [True] * len(summary.crossing["crossings"])
+        for a, ok in zip(summary.crossing["crossings"], resolved):
+            ax.axvline(a, color=OKABE_ITO[3], ls="--" if ok else ":", lw=1.2, zorder=1)
+            ax.text(a, 0.98, f"$\\alpha^*$={a:.3f}" + ("" if ok else " (within 2 s.e.)"), rotation=90, va="top",
+                    ha="right", color=OKABE_ITO[3], fontsize=8, transform=ax.get_xaxis_transform())
+        if x.min() <= 1.0 <= x.max():  # the model itself
+            ax.axvline(1.0, color="0.6", ls=":", lw=1.0)
+        ax.set_xlabel("injection scale $\\alpha$ (adapter input concat(z, $\\alpha$ e); 1 = the model)")
+        ax.set_ylabel("$\\lambda_1$ (log growth per loop)")
+        ax.legend(loc="best")
+        ax.set_title(f"{title}: $\\lambda_1$ vs injection scale, {P} prompts — {_star_text(summary)}")
+        return save_figure(fig, path)
+
+
+def plot_contributions_vs_alpha(path, summary, title: str) -> Path:
+    """Mean (over prompts) k=1 λ1 contributions of the adapter and core_block.0, and the total (sum over all
+    sublayers), vs alpha; bands ± 1 standard error where available."""
+    with plt.rc_context(RC):
+        x = np.asarray(summary.alphas, dtype=np.float64)
+        fig, ax = plt.subplots(figsize=(6.8, 4.4))
+        f = lambda v: np.asarray([np.nan if s is None else s for s in v], dtype=np.float64)  # noqa: E731
+        for mean, sem, label, c, m in ((summary.adapter_mean, summary.adapter_sem, "adapter", OKABE_ITO[3], "s"),
+                                       (summary.core_block0_mean, summary.core_block0_sem, "core_block.0",
+                                        OKABE_ITO[0], "o")):
+            mean, sem = f(mean), f(sem)
+            ax.plot(x, mean, m + "-", color=c, lw=1.8, ms=5, label=label)
+            if np.isfinite(sem).any():
+                ax.fill_between(x, mean - sem, mean + sem, color=c, alpha=0.15, lw=0)
+        ax.plot(x, f(summary.attribution_total_mean), "D-", color="0.15", lw=1.8, ms=4,
+                label="total (sum of all sublayers)")
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xlabel("injection scale $\\alpha$")
+        ax.set_ylabel("contribution to $\\lambda_1$ (k=1 attribution)")
+        ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
+        ax.set_title(f"{title}: sublayer contributions to $\\lambda_1$ vs injection scale")
+        return save_figure(fig, path)

@@ -10,8 +10,12 @@ import html
 from pathlib import Path
 from typing import Any
 
-from loopjax.cli.runstore import atomic_write_json, atomic_write_text, utc_now
-from loopjax.summary.summaries import exponent_table, summary_from_json
+import numpy as np
+
+from loopjax.analysis.ablation import NO_CROSSING
+from loopjax.cli.runstore import utc_now
+from loopjax.io.files import atomic_write_json, atomic_write_text
+from loopjax.summary import exponent_table, summary_from_json
 
 
 def _fmt(v: Any, prec: int = 4) -> str:
@@ -59,18 +63,13 @@ TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribut
 
 def _sections(results: dict) -> list[dict]:
     """[{title, blurb, rows: [(label, value)], figures: [relpath], json: relpath}]; every row comes from the
-    analysis' summary (`loopjax.summary.summaries`), read back from its results.json."""
+    analysis' summary (`loopjax.summary`), read back from its results.json."""
     out = []
     for name, title in TITLES.items():
         r = results.get(name)
         if not r:
             continue
-        if name == "ablation":
-            from loopjax.analysis.ablation import AblationSummary
-
-            summary = AblationSummary.from_json(r["summary"])
-        else:
-            summary = summary_from_json(r["summary"])
+        summary = summary_from_json(r["summary"])
         rows = summary.rows()
         pert = r.get("prompts", [{}])[0].get("lambda1_perturbation") if name == "spectrum" else None
         if pert:  # loopjax.lambda1_finite on the first prompt: a check of the linearisation
@@ -219,3 +218,38 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]], figure
     atomic_write_text(mdp, "\n".join(md) + "\n")
     atomic_write_text(htp, "\n".join(ht))
     return mdp, htp
+
+
+def write_ablation_index(folder: Path, res: dict, summary) -> Path:
+    """DIR/ablation/index.md: settings, the per-alpha table (from the summary), alpha*, both figures."""
+    st = res["settings"]
+    c = summary.crossing
+    star = (NO_CROSSING if c["alpha_star"] is None
+            else f"**{c['alpha_star']:.4f}**" + ("" if c["note"] == "one crossing" else f" ({c['note']})")
+            + " — " + ", ".join(c["directions"]))
+    lines = [f"# Input-injection ablation: {res['model']['name']}", "",
+             f"Adapter input concat(z, α·e) (`loopjax.scale_injection`{', mode mean' if st['mode'] else ''}); "
+             f"{st['n_prompts']} prompts, seed {st['seed']} (prompt i: `loopjax.prompt_key(seed, i)` for every α); "
+             f"λ1 one probe T={st['steps_lambda1']}, attribution k=1 T={st['attr_steps']}"
+             + (f", spectrum k={st['k']} T={st['spectrum_steps']}" if st["k"] else "")
+             + f", orbit {st['orbit_steps']} steps.", "",
+             f"α* (mean λ1 crosses 0, linear interpolation): {star}", "",
+             "| α | λ1 mean ± s.e. | min / max | adapter | core_block.0 | total (attribution) | orbits |",
+             "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.4f}"  # noqa: E731
+    for j, a in enumerate(summary.alphas):
+        lines.append(f"| {a:g} | {summary.lambda1_mean[j]:+.4f} ± {fmt(summary.lambda1_sem[j])} | "
+                     f"{summary.lambda1_min[j]:+.4f} / {summary.lambda1_max[j]:+.4f} | "
+                     f"{summary.adapter_mean[j]:+.4f} | {summary.core_block0_mean[j]:+.4f} | "
+                     f"{summary.attribution_total_mean[j]:+.4f} | "
+                     + ", ".join(f"{k} {n}" for k, n in summary.orbit_counts[j].items()) + " |")
+    if summary.spectrum_summaries:
+        lines += ["", "| α | spectrum λ1 mean | fraction positive | sum of exponents |", "|---|---|---|---|"]
+        for a, s in zip(summary.alphas, summary.spectrum_summaries):
+            lines.append(f"| {a:g} | {fmt(s['lambda1_mean'])} | {fmt(s['fraction_positive'])} | "
+                         f"{fmt(s['sum_of_exponents_mean'])} |")
+    lines += [""] + [f"![{Path(f).stem}]({f})" for f in res["figures"]]
+    lines += ["", "All numbers: [`results.json`](results.json)", ""]
+    path = Path(folder) / "index.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

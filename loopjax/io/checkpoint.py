@@ -1,21 +1,20 @@
 """Checkpoint file formats, the one home of loopjax's file I/O: HF safetensors directories (single or sharded),
 hub repos, and orbax directories written by `loopjax convert`.
 
-Weights are only ever read from safetensors or orbax (never pickle). Headers are read and checked first (header
-length, JSON, every tensor's byte range against its shape and the file size), so that a missing shard, a
-truncated file or a wrong tensor is reported, naming the file, before any weight is loaded. Every error is one
+Weights are only ever read from safetensors or orbax (never pickle). Headers are read and checked first (by the
+`safetensors` package: header length, JSON, every tensor's byte range against its shape and the file size), so
+that a missing shard, a truncated file or a wrong tensor is reported, naming the file, before any weight is
+loaded. Every error is one
 line that names the file or directory it is about. Writers build their output in a hidden sibling folder and
 move it into place with os.replace, so a failed write never leaves a partial checkpoint behind.
 """
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import secrets
-import struct
 from pathlib import Path
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -26,8 +25,6 @@ ORBAX_PARAMS = "params"
 HUB_PATTERNS = ["config.json", "*.safetensors", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
                 "generation_config.json"]
 
-# bytes per element of the safetensors dtypes whose byte ranges are checked against their shapes
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 # numpy dtype names safetensors can store
 _STORABLE = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint64", "uint32",
              "uint16", "uint8", "bool"}
@@ -87,61 +84,36 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _invalid_safetensors(path: Path, e: Exception) -> str:
+    """One line naming the file, from the safetensors package's header error."""
+    reason = " ".join(str(e).split()).removeprefix("Error while deserializing header: ")
+    if "not fully covered" in reason:  # the header's byte ranges and the file size disagree
+        return f"{path} is truncated or padded: its header's byte ranges do not cover the file ({reason})"
+    return f"{path} is not a valid safetensors file: {reason}"
+
+
 def safetensors_header(path) -> dict[str, TensorInfo]:
     """Tensor names, dtypes and shapes from a .safetensors header, without reading the data.
 
-    Checks, before anything is trusted: the 8-byte header length against the file size, that the header is a
-    JSON object of {name: {dtype, shape, data_offsets}}, that every tensor's bytes lie inside the file, and, for
-    the dtypes in ITEMSIZE, that each byte range holds exactly prod(shape) elements.
+    The `safetensors` package reads and checks the header (its length against the file size, the JSON, every
+    tensor's dtype, shape and byte range, that the ranges cover the data exactly); any failure is one
+    ValueError naming the file.
     """
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a safetensors file")
-    invalid = f"{path} is not a valid safetensors file"
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise ValueError(f"{invalid}: it is {size} bytes, shorter than the 8-byte header length")
-            (n,) = struct.unpack("<Q", f.read(8))
-            if 8 + n > size:
-                raise ValueError(f"{invalid}: header length {n} exceeds the file size {size}")
-            raw = f.read(n)
+        with safe_open(str(path), framework="numpy") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            return {name: TensorInfo(path, s.get_dtype(), tuple(s.get_shape())) for name, s in slices.items()}
     except FileNotFoundError:
         raise FileNotFoundError(f"safetensors file {path} not found") from None
+    except SafetensorError as e:
+        raise ValueError(_invalid_safetensors(path, e)) from None
     except OSError as e:
         raise OSError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{invalid}: its header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{invalid}: its header is {_json_kind(type(header))}, not a JSON object")
-    header.pop("__metadata__", None)
-    data_size = size - 8 - n
-    infos, last = {}, None
-    for name, h in header.items():
-        ok = (isinstance(h, dict) and isinstance(h.get("dtype"), str) and isinstance(h.get("shape"), list)
-              and all(_is_int(d) and d >= 0 for d in h["shape"]) and isinstance(h.get("data_offsets"), list)
-              and len(h["data_offsets"]) == 2 and all(_is_int(o) for o in h["data_offsets"])
-              and 0 <= h["data_offsets"][0] <= h["data_offsets"][1])
-        if not ok:
-            raise ValueError(f"{invalid}: tensor {name!r} needs a dtype, a shape and data_offsets [start, end], "
-                             f"got {json.dumps(h)[:100]}")
-        start, end = h["data_offsets"]
-        shape = tuple(h["shape"])
-        if h["dtype"] in ITEMSIZE:
-            need = math.prod(shape) * ITEMSIZE[h["dtype"]]
-            if end - start != need:
-                raise ValueError(f"{path}: tensor {name} of dtype {h['dtype']} and shape {list(shape)} needs {need} "
-                                 f"bytes, but its data_offsets [{start}, {end}] hold {end - start}")
-        if end > data_size and (last is None or end > last[1]):
-            last = (name, end)
-        infos[name] = TensorInfo(path, h["dtype"], shape)
-    if last is not None:
-        raise ValueError(f"{path} is truncated: tensor {last[0]} needs bytes up to {8 + n + last[1]}, "
-                         f"file has {size}")
-    return infos
 
 
 def tensor_index(ckpt_dir) -> dict[str, TensorInfo]:
@@ -192,7 +164,7 @@ def read_tensors(infos: dict[str, TensorInfo]):
         except OSError as e:
             raise OSError(f"cannot read {file}: {e.strerror or e}") from None
         except (SafetensorError, ValueError, TypeError) as e:
-            raise ValueError(f"cannot read {file}: {_short(e)}") from None
+            raise ValueError(f"cannot read {file}: {short_error(e)}") from None
     return out
 
 
@@ -250,7 +222,7 @@ def _write_atomically(out_dir: Path, build, overwrite: bool, wrap=(OSError,)) ->
     except FileExistsError:
         raise
     except wrap as e:
-        err = OSError(f"cannot write {out_dir}: {getattr(e, 'strerror', None) or _short(e)}")
+        err = OSError(f"cannot write {out_dir}: {getattr(e, 'strerror', None) or short_error(e)}")
         err.errno = getattr(e, "errno", None)
         raise err from None
     finally:
@@ -286,7 +258,7 @@ def _host_array(name: str, value, cast, out_dir: Path):
     try:
         a = np.asarray(value)
     except Exception as e:  # noqa: BLE001 - any array-like failure is reported with the tensor's name
-        raise ValueError(f"cannot write {out_dir}: tensor {name} is not an array ({_short(e)})") from None
+        raise ValueError(f"cannot write {out_dir}: tensor {name} is not an array ({short_error(e)})") from None
     if a.dtype.name not in _STORABLE:
         raise ValueError(f"cannot write {out_dir}: tensor {name} has dtype {a.dtype}, which safetensors cannot "
                          f"store")
@@ -393,7 +365,7 @@ def read_orbax_marker(ckpt_dir) -> dict:
     return marker
 
 
-def _short(e: BaseException) -> str:
+def short_error(e: BaseException) -> str:
     """One line of at most ~200 characters from an exception (orbax / tensorstore messages run to pages): the
     first line, without tensorstore's spec dump, keeping its start and its end (the root cause)."""
     while "See full TensorStore details" in str(e) and (e.__cause__ or e.__context__) is not None:
@@ -403,6 +375,9 @@ def _short(e: BaseException) -> str:
     if len(text) > _MAX_REASON:
         text = text[:90] + " ... " + text[-(_MAX_REASON - 95):]
     return text
+
+
+_short = short_error  # the old private name, until every caller imports short_error
 
 
 def _check_orbax_metadata(ckpt_dir: Path, params_dir: Path) -> None:
@@ -466,7 +441,7 @@ def read_orbax_params(ckpt_dir, abstract=None):
         stored = getattr(stored, "tree", stored)
         stored_leaves = {} if stored is None else _leaves(stored)
     except Exception as e:  # noqa: BLE001 - orbax raises anything; the reader gets one line
-        raise ValueError(f"{unreadable}: {_short(e)}") from None
+        raise ValueError(f"{unreadable}: {short_error(e)}") from None
     finally:
         absl_logger.setLevel(level)
 
@@ -494,7 +469,7 @@ def read_orbax_params(ckpt_dir, abstract=None):
         with ocp.StandardCheckpointer() as ckptr:
             return ckptr.restore(params_dir, target)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{unreadable}: {_short(e)}") from None
+        raise ValueError(f"{unreadable}: {short_error(e)}") from None
 
 
 # ---- finding checkpoints ----

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -184,12 +183,3 @@ def unigram_cross_entropy(train_tokens: np.ndarray, targets: np.ndarray, vocab_s
     counts = np.bincount(train_tokens.ravel(), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[targets.ravel()].mean())
-
-
-def write_json_atomic(path, obj) -> None:
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

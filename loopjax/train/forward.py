@@ -1,11 +1,12 @@
-"""The trainer's only door into loopjax's model internals.
+"""The trainer's only door into loopjax's model internals, built on the library's own loop map and engine.
 
-Everything in ``loopjax.train`` that needs more than the public API (``loopjax.load``, ``lambda1``,
-``random_model``, ``LoopModel``, ``loop_map``, ``context``, ``benettin``) goes through the small functions
-below: building a config (``loopjax.models.presets``, ``config_from_hf``), the
-architecture protocol (``architecture(config)``: context / initial_state / sublayers / readout), the HF
-and orbax writers (``loopjax.io.checkpoint.write_hf_checkpoint``, ``loopjax.io.weights``) and the built-in
-prompt texts (``loopjax.io.prompts``). When any of these is renamed, only this file changes.
+Everything in ``loopjax.train`` that needs more than the public API goes through the small functions below:
+building a config (``loopjax.models.presets``, ``config_from_hf``), the loop map over a batch
+(``loopjax.models.loop_model``: ``context``, ``init_state`` and the ``Sublayer`` map, the same Partial
+``loopjax.loop_map`` returns, plus the architecture's readout), the differentiable λ1 probe
+(``loopjax.lambda1``: Benettin with k = 1 in ``loopjax.engine``), the HF and orbax writers
+(``loopjax.io.checkpoint.write_hf_checkpoint``, ``loopjax.io.weights``) and the built-in prompt texts
+(``loopjax.io.prompts``). When any of these is renamed, only this file changes.
 
 Architectures (the trainer's ``arch`` strings):
   * ``ouro``: z_0 = embed(ids); loop = decoder layers + final norm, ``total_ut_steps`` times; logits from
@@ -13,8 +14,8 @@ Architectures (the trainer's ``arch`` strings):
   * ``huginn``: e = prelude(embed(ids)); z_0 random; loop = adapter(cat[z, e]) + core blocks; coda + head.
   * ``huginn-noinject``: the same architecture and parameter tree, but the loop sees e = 0 (adapter input
     cat[z, 0]): the loop map does not depend on the input. Its config has ``injection_type="none"`` (also
-    in the saved config.json), so the model's own context -- and with it loopjax.lambda1, loopjax.logits
-    and loopjax.load -- does the same; the training forward pass zeroes e itself as well.
+    in the saved config.json), so the model's own context -- and with it training, loopjax.lambda1,
+    loopjax.logits and loopjax.load -- carries e = 0: the config is the one switch.
 """
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from loopjax.models import architecture, config_from_hf
+from jax.tree_util import Partial
+
+from loopjax.analysis.frontends import lambda1
+from loopjax.models import config_from_hf
+from loopjax.models.loop_model import LoopModel, Sublayer, context, init_state
 from loopjax.models.presets import huginn_config, ouro_config
 
 ARCHS = ("ouro", "huginn", "huginn-noinject")
@@ -84,28 +89,40 @@ def default_loops(config) -> int:
     return config.default_steps
 
 
-# ---- the loop map and the forward pass ----
+# ---- the loop map and the forward pass: the library's, over a batch of ids ----
 
-def _context(params, config, ids, inject: bool) -> dict:
-    ctx = dict(architecture(config).context(params, config, ids))
-    if "injection" in ctx and not inject:
-        ctx["injection"] = jnp.zeros_like(ctx["injection"])
-    return ctx
+def loop_parts(params, config, ids, key=None):
+    """(f, readout, z0) of `LoopModel(params, config)` on token ids (..., L): the library's loop map
+    (`loopjax.models.loop_model.Sublayer` bound to the model and its context, a Partial pytree), the
+    architecture's readout (float32 logits) and the default start state (Huginn: random from `key`).
+    A huginn-noinject config (injection_type "none") already carries e = 0 in its own context."""
+    model = LoopModel(params, config)
+    ctx = context(model, ids)
+    f = Partial(Sublayer(None), model, ctx)
 
+    def readout(z):
+        return model.arch.readout(model.params, model.config, ctx, z).astype(jnp.float32)
 
-def _with_injection(ctx: dict, e, inject: bool) -> dict:
-    return {**ctx, "injection": e if inject else jnp.zeros_like(e)}
-
-
-def _step(params, config, ctx, z):
-    """One loop: every named sublayer in order."""
-    for _, fn in architecture(config).sublayers(config):
-        z = fn(params, config, ctx, z)
-    return z
+    return f, readout, init_state(model, ids, jax.random.key(0) if key is None else key)
 
 
-def forward_logits(params, config, ids, *, inject: bool = True, n_loops=None, n_grad_loops: int | None = None,
-                   key=None, every_loop: bool = False):
+def _truncated(f, z, n_loops, n_grad_loops: int):
+    """Huginn's truncated backpropagation: max(n_loops - s, 0) loops with gradients stopped (weights, context
+    and state: the whole Partial), then a fixed s-step scan that applies f min(n_loops, s) times."""
+    n_loops = jnp.asarray(n_loops, jnp.int32)
+    frozen = jax.lax.stop_gradient(f)
+    n_free = jnp.maximum(n_loops - n_grad_loops, 0)
+    z = jax.lax.stop_gradient(jax.lax.fori_loop(0, n_free, lambda _, z: frozen(z), jax.lax.stop_gradient(z)))
+    n_active = jnp.minimum(n_loops, n_grad_loops)
+
+    def body(z, j):
+        return jnp.where(j < n_active, f(z), z), None
+
+    return jax.lax.scan(body, z, jnp.arange(n_grad_loops))[0]
+
+
+def forward_logits(params, config, ids, *, n_loops=None, n_grad_loops: int | None = None, key=None,
+                   every_loop: bool = False):
     """Logits (..., L, V), float32, after `n_loops` loops (default: the config's own count); with
     every_loop=True (static n_loops, no truncation) the logits read out after every loop, (n_loops, ..., L, V).
 
@@ -116,75 +133,44 @@ def forward_logits(params, config, ids, *, inject: bool = True, n_loops=None, n_
     gradients (the remaining scan steps are the identity). Huginn's random start z_0 is drawn from `key`
     exactly as `loopjax.logits(model, ids, key=key)` draws it.
     """
-    arch = architecture(config)
-    ctx = _context(params, config, ids, inject)
-    key = jax.random.key(0) if key is None else key
-    z = arch.initial_state(params, config, ids, ctx, key)
+    f, readout, z = loop_parts(params, config, ids, key)
     n_loops = default_loops(config) if n_loops is None else n_loops
     if every_loop:
         if n_grad_loops is not None:
             raise ValueError("every_loop=True needs a static loop count without truncation")
 
         def body(z, _):
-            z = _step(params, config, ctx, z)
-            return z, arch.readout(params, config, ctx, z).astype(jnp.float32)
+            z = f(z)
+            return z, readout(z)
 
         return jax.lax.scan(body, z, None, length=int(n_loops))[1]
     if n_grad_loops is None:
-        z = jax.lax.scan(lambda z, _: (_step(params, config, ctx, z), None), z, None, length=int(n_loops))[0]
+        z = jax.lax.scan(lambda z, _: (f(z), None), z, None, length=int(n_loops))[0]
     else:
-        n_loops = jnp.asarray(n_loops, jnp.int32)
-        frozen_params, frozen_ctx = jax.lax.stop_gradient((params, ctx))
-        n_free = jnp.maximum(n_loops - n_grad_loops, 0)
-        z = jax.lax.fori_loop(0, n_free, lambda _, z: _step(frozen_params, config, frozen_ctx, z),
-                              jax.lax.stop_gradient(z))
-        z = jax.lax.stop_gradient(z)
-        n_active = jnp.minimum(n_loops, n_grad_loops)
-
-        def body(z, j):
-            return jnp.where(j < n_active, _step(params, config, ctx, z), z), None
-
-        z = jax.lax.scan(body, z, jnp.arange(n_grad_loops))[0]
-    return arch.readout(params, config, ctx, z).astype(jnp.float32)
+        z = _truncated(f, z, n_loops, n_grad_loops)
+    return readout(z)
 
 
-def lambda1_probe(params, config, ids, *, inject: bool = True, horizon: int = 8, key=None):
-    """A differentiable single-probe λ1 estimate of the loop map on one sequence ids (L,): Benettin with
-    k = 1, i.e. the mean log norm growth of one tangent pushed through `jax.jvp` of the loop step and
-    renormalised every step, over `horizon` steps from z_0 (Huginn: random from split(key)[0]; Ouro: the
-    embeddings). Differentiable w.r.t. params (reverse mode through the jvp)."""
-    arch = architecture(config)
-    key = jax.random.key(0) if key is None else key
-    state_key, probe_key = jax.random.split(key)
-    ctx = _context(params, config, ids, inject)
-    z0 = arch.initial_state(params, config, ids, ctx, state_key).astype(jnp.float32)
-    v0 = jax.random.normal(probe_key, z0.shape, z0.dtype)
-    v0 = v0 / jnp.linalg.norm(v0)
-    f = lambda z: _step(params, config, ctx, z)  # noqa: E731
-
-    def body(carry, _):
-        z, v = carry
-        z1, w = jax.jvp(f, (z,), (v,))
-        g = jnp.linalg.norm(w)
-        return (z1, w / g), jnp.log(g)
-
-    _, logs = jax.lax.scan(body, (z0, v0), None, length=horizon)
-    return logs.mean()
+def lambda1_probe(params, config, ids, *, horizon: int = 8, key=None):
+    """A differentiable single-probe λ1 estimate of the loop map on one sequence ids (L,): the library's
+    `loopjax.lambda1` (Benettin with k = 1 from `split_key(key)`: Huginn's z_0 from the state key, the probe
+    from the probe key) over `horizon` steps. Differentiable w.r.t. params (reverse mode through the JVPs
+    and the QR)."""
+    return lambda1(LoopModel(params, config), ids, steps=horizon, key=jax.random.key(0) if key is None else key)
 
 
 def injection_loop_step(model, arch: str, ids, *, key=None):
-    """(g, z0, e): the training loop step as a function g(z, e) of the state and the injection, the
-    start state and the model's injection for `ids` (Huginn only). For huginn-noinject g ignores e."""
+    """(g, z0, e): the loop step as a function g(z, e) of the state and the injection, the start state and
+    the model's injection for `ids` (Huginn only). e replaces the context fields the config declares as
+    injections (`injection_fields`): none for huginn-noinject, whose g therefore ignores e."""
     if not is_huginn(arch):
         raise ValueError("only Huginn models have an input injection")
-    params, config = model.params, model.config
-    ctx = architecture(config).context(params, config, ids)
-    key = jax.random.key(0) if key is None else key
-    z0 = architecture(config).initial_state(params, config, ids, ctx, key)
-    inject = injects(arch)
+    ctx = context(model, ids)
+    fields = model.arch.injection_fields(model.config)
+    z0 = init_state(model, ids, jax.random.key(0) if key is None else key)
 
     def g(z, e):
-        return _step(params, config, _with_injection(ctx, e, inject), z)
+        return Sublayer(None)(model, {**ctx, **{name: e for name in fields}}, z)
 
     return g, z0, ctx["injection"]
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from loopjax.train import data
+from loopjax.engine.stats import standard_error
+from loopjax.io.files import atomic_write_json
 from loopjax.train.trainer import METRICS_FILE, TrainConfig, train
 
 PAIR = ("huginn", "huginn-noinject")
@@ -44,11 +44,6 @@ def settled_step(steps, values) -> int | None:
     return int(steps[i])
 
 
-def _sem(x) -> float | None:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else None
-
-
 def lambda1_curve(metrics: dict) -> dict:
     """steps, mean and sem (over prompts) of λ1 at the measured steps of one run's metrics.json."""
     recs = [r for r in metrics["records"] if "lambda1" in r]
@@ -67,7 +62,7 @@ def summarize(curves: dict[str, dict[int, dict]]) -> dict:
         means = np.array([by_seed[s]["mean"] for s in seeds])           # (seeds, measured steps)
         curve_mean = means.mean(axis=0)
         if len(seeds) > 1:
-            band = means.std(axis=0, ddof=1) / math.sqrt(len(seeds))
+            band = np.atleast_1d(standard_error(means, axis=0))
             band_of = "sem over seeds"
         else:
             band = np.array(by_seed[seeds[0]]["sem"])
@@ -79,7 +74,7 @@ def summarize(curves: dict[str, dict[int, dict]]) -> dict:
         final = float(curve_mean[-1])
         out["models"][arch] = {
             "final_lambda1": final,
-            "final_sem": (_sem(means[:, -1]) if len(seeds) > 1 else by_seed[seeds[0]]["sem"][-1]),
+            "final_sem": (float(standard_error(means[:, -1])) if len(seeds) > 1 else by_seed[seeds[0]]["sem"][-1]),
             "final_sem_of": band_of,
             "regime": regime(final),
             "settled_from_step": settled_step(steps, curve_mean),
@@ -154,5 +149,5 @@ def ablation(out_dir, *, seeds=(0,), base: TrainConfig | None = None, resume: bo
               **summarize(curves), "runs": runs}
     plot(result, out_dir / "lambda1_vs_step.png")
     result["figure"] = "lambda1_vs_step.png"
-    data.write_json_atomic(out_dir / "ablation.json", result)
+    atomic_write_json(out_dir / "ablation.json", result)
     return result

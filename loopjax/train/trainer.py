@@ -3,7 +3,7 @@
 Objective: next-token cross-entropy (mean over the batch's seq_len positions; for Ouro by default the mean
 over the logits read out after every loop, ``ouro_loss="every-loop"``, see below), plus, when
 ``lambda1_penalty`` W > 0, ``W * relu(λ1_probe - lambda1_target)`` with the differentiable single-probe
-estimate of ``forward.lambda1_probe`` (horizon ``lambda1_horizon`` loop steps on the batch's first
+estimate of ``forward.lambda1_probe`` (``loopjax.lambda1``, horizon ``lambda1_horizon`` loop steps on the batch's first
 sequence). Optimiser: optax AdamW (b1 0.9, b2 0.95, eps 1e-8, decoupled weight decay on matrices only,
 i.e. leaves with ndim == 2) with linear warm-up to ``lr`` over ``warmup`` steps and cosine decay to
 ``min_lr_ratio * lr`` at ``steps``, after global-norm clipping at ``clip``.
@@ -35,8 +35,11 @@ Output folder::
                              measured step (status 'running' until the end)
     config.json, model.safetensors   the final model (HF layout; loopjax.load(DIR))
     checkpoints/step_NNNNNN/ at each measured step: params/ + config.json + loopjax.json + tokenizer.json
-                             (loopjax.load reads it); the latest also has train_state/ (params, optimiser
-                             state, step, records; orbax, moved into place atomically) for ``resume``.
+                             (loopjax.load reads it)
+    train_state/<step>/      the latest measured step's training state for ``resume``: orbax's
+                             CheckpointManager (params and the optax state as pytrees, the records as
+                             JSON; written atomically, only the latest kept). Runs saved before this
+                             layout (checkpoints/step_N/train_state/) do not resume: start them again.
 """
 from __future__ import annotations
 
@@ -57,6 +60,9 @@ import numpy as np
 import optax
 
 import loopjax
+from loopjax.engine.stats import standard_error
+from loopjax.engine.validate import check_int
+from loopjax.io.files import atomic_write_json
 from loopjax.train import data, forward
 
 RECIPE_FILE = "train_recipe.json"
@@ -112,11 +118,9 @@ class TrainConfig:
         positive = ("hidden", "layers", "heads", "intermediate", "seq_len", "batch", "steps", "lambda1_every",
                     "lambda1_prompts", "lambda1_steps", "lambda1_horizon", "backprop_depth", "vocab_size",
                     "heldout_windows")
-        bad = [f"{n}={getattr(self, n)}" for n in positive if not getattr(self, n) >= 1]
-        bad += [f"{n}={getattr(self, n)}" for n in ("prelude_layers", "coda_layers", "warmup")
-                if not getattr(self, n) >= 0]
-        if self.loops is not None and self.loops < 1:
-            bad.append(f"loops={self.loops}")
+        counts = [(n, 1) for n in positive] + [(n, 0) for n in ("prelude_layers", "coda_layers", "warmup")]
+        counts += [("loops", 1)] if self.loops is not None else []
+        bad = [problem for n, lo in counts if (problem := _int_problem(n, getattr(self, n), lo))]
         if self.ouro_loss not in OURO_LOSSES:
             bad.append(f"ouro_loss={self.ouro_loss!r} (choose {' or '.join(OURO_LOSSES)})")
         if self.lambda1_penalty < 0:
@@ -142,6 +146,15 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"train recipe has unknown field(s): {', '.join(unknown)}")
         return cls(**d)
+
+
+def _int_problem(name: str, value, lo: int) -> str | None:
+    """`check_int`'s message for a bad integer field, None for a good one (so all are reported at once)."""
+    try:
+        check_int(name, value, lo)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 # ---- pieces ----
@@ -189,29 +202,28 @@ def lambda1_key(cfg: TrainConfig, prompt_index: int):
 
 def build_loss(cfg: TrainConfig, config):
     """loss(params, batch (B, L+1), key, n_loops) -> (objective, aux) for this config."""
-    inject = forward.injects(cfg.arch)
     huginn = forward.is_huginn(cfg.arch)
 
     def loss_fn(params, batch, key, n_loops):
         ids, targets = batch[:, :-1], batch[:, 1:]
         if huginn:
-            logits = forward.forward_logits(params, config, ids, inject=inject, n_loops=n_loops,
-                                            n_grad_loops=cfg.backprop_depth, key=key)
+            logits = forward.forward_logits(params, config, ids, n_loops=n_loops, n_grad_loops=cfg.backprop_depth,
+                                            key=key)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
             aux = {"ce": ce}
         elif cfg.ouro_loss == "every-loop":
-            logits = forward.forward_logits(params, config, ids, inject=inject, every_loop=True)
+            logits = forward.forward_logits(params, config, ids, every_loop=True)
             per_loop = optax.softmax_cross_entropy_with_integer_labels(
                 logits, jnp.broadcast_to(targets, logits.shape[:-1])).mean(axis=(1, 2))
             ce = per_loop.mean()
             aux = {"ce": ce, "ce_last_loop": per_loop[-1]}
         else:
-            logits = forward.forward_logits(params, config, ids, inject=inject)
+            logits = forward.forward_logits(params, config, ids)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
             aux = {"ce": ce}
         total = ce
         if cfg.lambda1_penalty > 0:
-            lam = forward.lambda1_probe(params, config, ids[0], inject=inject, horizon=cfg.lambda1_horizon,
+            lam = forward.lambda1_probe(params, config, ids[0], horizon=cfg.lambda1_horizon,
                                         key=jax.random.fold_in(key, 7))
             penalty = cfg.lambda1_penalty * jax.nn.relu(lam - cfg.lambda1_target)
             total = ce + penalty
@@ -231,7 +243,6 @@ def build_steps(cfg: TrainConfig, config):
 def _build_steps(cfg: TrainConfig, config):
     tx, _ = make_optimizer(cfg)
     loss_fn = build_loss(cfg, config)
-    inject = forward.injects(cfg.arch)
 
     @jax.jit
     def train_step(params, opt_state, batch, key, n_loops):
@@ -247,7 +258,7 @@ def _build_steps(cfg: TrainConfig, config):
 
     @jax.jit
     def heldout_ce(params, windows, key):
-        logits = forward.forward_logits(params, config, windows[:, :-1], inject=inject, key=key)
+        logits = forward.forward_logits(params, config, windows[:, :-1], key=key)
         return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
 
     return train_step, objective, heldout_ce
@@ -265,8 +276,8 @@ def _first_difference(a: dict, b: dict) -> str | None:
 
 
 def _sem(x) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    """The standard error over prompts (`loopjax.engine.stats.standard_error`); 0.0 for a single prompt."""
+    return float(standard_error(x)) if len(x) > 1 else 0.0
 
 
 # ---- checkpoints ----
@@ -275,43 +286,34 @@ def _ckpt_dir(out_dir: Path, step: int) -> Path:
     return out_dir / CHECKPOINTS / f"step_{step:06d}"
 
 
-def _latest_state(out_dir: Path) -> Path | None:
-    root = out_dir / CHECKPOINTS
-    if not root.is_dir():
+def state_manager(out_dir: Path):
+    """orbax's CheckpointManager of the training state (out_dir/train_state/<step>/: params and the optax
+    state as pytrees, and the records so far as JSON); it keeps only the latest step, written atomically."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    return ocp.CheckpointManager((out_dir / TRAIN_STATE).absolute(), options=options)
+
+
+def _save_state(manager, params, opt_state, step: int, records: list) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+                                               records=ocp.args.JsonSave({"records": records})), force=True)
+    manager.wait_until_finished()
+
+
+def _restore_state(manager, params_like, opt_state_like):
+    """(params, opt_state, step, records) of the latest saved step, or None when nothing is saved."""
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
         return None
-    done = sorted(p for p in root.glob("step_*") if (p / TRAIN_STATE / "records.json").is_file())
-    return done[-1] if done else None
-
-
-def _save_state(ckpt: Path, params, opt_state, step: int, records: list) -> None:
-    import orbax.checkpoint as ocp
-
-    final = ckpt / TRAIN_STATE
-    tmp = ckpt / f".{TRAIN_STATE}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    leaves = jax.tree.leaves(opt_state)
-    state = {"params": params, "opt_state": {f"{i:04d}": leaf for i, leaf in enumerate(leaves)},
-             "step": np.asarray(step, np.int64)}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(tmp / "state", state)
-    (tmp / "records.json").write_text(json.dumps(records))
-    os.replace(tmp, final)
-
-
-def _restore_state(ckpt: Path, params_like, opt_state_like):
-    import orbax.checkpoint as ocp
-
-    treedef = jax.tree.structure(opt_state_like)
-    leaves = jax.tree.leaves(opt_state_like)
-    target = {"params": params_like, "opt_state": {f"{i:04d}": leaf for i, leaf in enumerate(leaves)},
-              "step": np.asarray(0, np.int64)}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore(ckpt / TRAIN_STATE / "state", abstract)
-    opt_state = jax.tree.unflatten(treedef, [state["opt_state"][f"{i:04d}"] for i in range(len(leaves))])
-    records = json.loads((ckpt / TRAIN_STATE / "records.json").read_text())
-    return state["params"], opt_state, int(state["step"]), records
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params_like, "opt_state": opt_state_like})
+    r = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                      records=ocp.args.JsonRestore()))
+    return r["state"]["params"], r["state"]["opt_state"], int(step), r["records"]["records"]
 
 
 # ---- the run ----
@@ -330,20 +332,29 @@ def prepare_data(cfg: TrainConfig, out_dir: Path, reuse_tokenizer: bool):
     return corpus, tok, tok_path, train_tokens, windows
 
 
-def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-          progress: Callable[[int, dict], None] | None = None, stop_after: int | None = None) -> dict:
-    """Train one model into out_dir; returns a summary dict (also the tail of metrics.json).
+@dataclasses.dataclass
+class Run:
+    """Everything one training run uses: recipe, data, model config, optimiser, compiled steps, settings."""
+    cfg: TrainConfig
+    out_dir: Path
+    recipe: dict
+    tok_path: Path
+    train_tokens: np.ndarray
+    windows: np.ndarray
+    prompt_ids: list
+    config: object
+    init: loopjax.LoopModel
+    schedule: Callable
+    steps: tuple
+    unigram: float
+    settings: dict = dataclasses.field(default_factory=dict)
 
-    resume=True continues from the latest complete checkpoint (same TrainConfig required) and ends with
-    the same params and records as an uninterrupted run; a finished run is returned as is.
-    overwrite=True clears a non-empty out_dir. progress(step, record) is called after every step.
-    stop_after=n stops like a kill once n updates are done (nothing more is saved), for tests.
-    """
-    out_dir = Path(out_dir)
+
+def _open_out_dir(cfg: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+    """Check or clear out_dir and write the recipe; returns the summary of an already complete run."""
     recipe = cfg.to_json()
     if resume and (out_dir / RECIPE_FILE).is_file():
-        saved = json.loads((out_dir / RECIPE_FILE).read_text())
-        diff = _first_difference(saved, recipe)
+        diff = _first_difference(json.loads((out_dir / RECIPE_FILE).read_text()), recipe)
         if diff:
             raise ValueError(f"--resume: {out_dir} was trained with another recipe ({diff})")
         metrics_path = out_dir / METRICS_FILE
@@ -357,9 +368,11 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = 
                                   f"(--overwrite)")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data.write_json_atomic(out_dir / RECIPE_FILE, recipe)
+    atomic_write_json(out_dir / RECIPE_FILE, recipe)
+    return None
 
-    t_start = time.time()
+
+def _build_run(cfg: TrainConfig, out_dir: Path, resume: bool) -> Run:
     corpus, tok, tok_path, train_tokens, windows = prepare_data(cfg, out_dir, reuse_tokenizer=resume)
     vocab = tok.get_vocab_size()
     prompt_ids = data.encode_prompts(tok, forward.builtin_prompt_texts()[:cfg.lambda1_prompts])
@@ -368,38 +381,50 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = 
                                  loops=cfg.n_loops, prelude_layers=cfg.prelude_layers,
                                  coda_layers=cfg.coda_layers)
     model = loopjax.random_model(config, jax.random.key(cfg.seed))
-    tx, schedule = make_optimizer(cfg)
-    params, opt_state = model.params, tx.init(model.params)
-    train_step, objective, heldout_ce = build_steps(cfg, config)
-    windows_j = jnp.asarray(windows)
-    unigram = data.unigram_cross_entropy(train_tokens, windows[:, 1:], vocab)
+    _, schedule = make_optimizer(cfg)
+    run = Run(cfg, out_dir, cfg.to_json(), tok_path, train_tokens, windows, prompt_ids, config, model, schedule,
+              build_steps(cfg, config), data.unigram_cross_entropy(train_tokens, windows[:, 1:], vocab))
+    run.settings = run_settings(run, corpus, tok)
+    return run
 
-    settings = {
-        "train_config": recipe, "arch": cfg.arch, "model_config": forward.describe_config(config),
-        "hf_config": forward.hf_config(config, cfg.arch), "num_params": model.num_params(),
+
+def objective_text(cfg: TrainConfig) -> str:
+    text = "mean next-token cross-entropy" + (
+        "" if forward.is_huginn(cfg.arch) else
+        " of the last loop's logits" if cfg.ouro_loss == "last" else
+        ", averaged over the logits read out after every loop (deep supervision; uniform weights in place "
+        "of Ouro's learned exit distribution); the model's logits (eval, held-out, saved) are the last loop's")
+    if cfg.lambda1_penalty > 0:
+        text += (f" + {cfg.lambda1_penalty} * relu(lambda1_probe - {cfg.lambda1_target}) (loopjax.lambda1, one "
+                 f"probe, horizon {cfg.lambda1_horizon}, first sequence of the batch)")
+    return text
+
+
+def loops_settings(cfg: TrainConfig) -> dict:
+    if not forward.is_huginn(cfg.arch):
+        return {"fixed": cfg.n_loops, "eval_loops": cfg.n_loops}
+    return {"sampler": "log-normal Poisson (Huginn reference): rate ~ LogNormal(log(mean) - 0.125, 0.5), "
+                       "r = min(Poisson(rate) + 1, cap)", "mean": cfg.n_loops,
+            "cap": max(1, int(cfg.max_loops_factor * cfg.n_loops)), "backprop_depth": cfg.backprop_depth,
+            "eval_loops": cfg.n_loops, "injection": forward.injects(cfg.arch)}
+
+
+def run_settings(run: Run, corpus, tok) -> dict:
+    """metrics.json["settings"]: the recipe and everything derived from it (data, model, optimiser, λ1)."""
+    cfg, windows = run.cfg, run.windows
+    return {
+        "train_config": run.recipe, "arch": cfg.arch, "model_config": forward.describe_config(run.config),
+        "hf_config": forward.hf_config(run.config, cfg.arch), "num_params": run.init.num_params(),
         "corpus": corpus.describe(),
-        "tokenizer": {"kind": "byte-level BPE (tokenizers)", "vocab_size": vocab,
+        "tokenizer": {"kind": "byte-level BPE (tokenizers)", "vocab_size": tok.get_vocab_size(),
                       "digest": data.tokenizer_digest(tok), "eos": data.EOS},
-        "tokens": {"train": int(train_tokens.size), "heldout_windows": int(windows.shape[0]),
+        "tokens": {"train": int(run.train_tokens.size), "heldout_windows": int(windows.shape[0]),
                    "heldout_targets": int(windows[:, 1:].size)},
-        "objective": ("mean next-token cross-entropy" + (
-            "" if forward.is_huginn(cfg.arch) else
-            " of the last loop's logits" if cfg.ouro_loss == "last" else
-            ", averaged over the logits read out after every loop (deep supervision; uniform weights in place "
-            "of Ouro's learned exit distribution); the model's logits (eval, held-out, saved) are the last loop's")) + (
-            f" + {cfg.lambda1_penalty} * relu(lambda1_probe - {cfg.lambda1_target}) (single-probe jvp, "
-            f"horizon {cfg.lambda1_horizon}, first sequence of the batch)" if cfg.lambda1_penalty > 0 else ""),
-        **optimizer_settings(cfg),
-        "loops": ({"sampler": "log-normal Poisson (Huginn reference): rate ~ LogNormal(log(mean) - 0.125, 0.5), "
-                              "r = min(Poisson(rate) + 1, cap)", "mean": cfg.n_loops,
-                   "cap": max(1, int(cfg.max_loops_factor * cfg.n_loops)),
-                   "backprop_depth": cfg.backprop_depth, "eval_loops": cfg.n_loops,
-                   "injection": forward.injects(cfg.arch)}
-                  if forward.is_huginn(cfg.arch) else {"fixed": cfg.n_loops, "eval_loops": cfg.n_loops}),
+        "objective": objective_text(cfg), **optimizer_settings(cfg), "loops": loops_settings(cfg),
         "batches": "random windows of seq_len+1 tokens, numpy default_rng([seed, step])",
         "heldout": f"first {windows.shape[0]} non-overlapping windows of seq_len+1 tokens of the held-out split",
-        "lambda1": {"prompts": len(prompt_ids), "prompt_source": "loopjax built-in prompts (first N)",
-                    "prompt_lengths": [int(p.size) for p in prompt_ids], "steps": cfg.lambda1_steps,
+        "lambda1": {"prompts": len(run.prompt_ids), "prompt_source": "loopjax built-in prompts (first N)",
+                    "prompt_lengths": [int(p.size) for p in run.prompt_ids], "steps": cfg.lambda1_steps,
                     "key": "fold_in(key(seed), prompt_index)", "every": cfg.lambda1_every},
         "unigram_baseline_definition": "cross-entropy of the held-out targets under add-one-smoothed train "
                                        "unigram frequencies (nats/token)",
@@ -407,87 +432,131 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = 
                      "python": platform.python_version()},
     }
 
+
+def _resume(run: Run, manager, params, opt_state):
+    """(params, opt_state, start step, records) of the latest saved training state (same corpus, tokenizer
+    and model size required); checkpoints past it (possibly incomplete) are removed."""
+    saved_metrics = run.out_dir / METRICS_FILE
+    if saved_metrics.is_file():
+        before = json.loads(saved_metrics.read_text())["settings"]
+        for what in ("corpus", "tokenizer", "num_params"):
+            if before.get(what) != run.settings[what]:
+                raise ValueError(f"--resume: the {what} differs from the interrupted run's "
+                                 f"({before.get(what)} vs {run.settings[what]})")
+    for leftover in run.out_dir.glob(".final.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    restored = _restore_state(manager, params, opt_state)
     start, records = 0, []
-    if resume:
-        saved_metrics = out_dir / METRICS_FILE
-        if saved_metrics.is_file():
-            before = json.loads(saved_metrics.read_text())["settings"]
-            for what in ("corpus", "tokenizer", "num_params"):
-                if before.get(what) != settings[what]:
-                    raise ValueError(f"--resume: the {what} differs from the interrupted run's "
-                                     f"({before.get(what)} vs {settings[what]})")
-        for leftover in out_dir.glob(".final.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        latest = _latest_state(out_dir)
-        if latest is not None:
-            params, opt_state, start, records = _restore_state(latest, params, opt_state)
-        # drop checkpoints past the resumed one (possibly incomplete)
-        for p in sorted((out_dir / CHECKPOINTS).glob("step_*")) if (out_dir / CHECKPOINTS).is_dir() else []:
-            if latest is None or p.name > latest.name:
-                shutil.rmtree(p)
+    if restored is not None:
+        params, opt_state, start, records = restored
+    root = run.out_dir / CHECKPOINTS
+    for p in sorted(root.glob("step_*")) if root.is_dir() else []:
+        if restored is None or p.name > _ckpt_dir(run.out_dir, start).name:
+            shutil.rmtree(p)
+    return params, opt_state, start, records
 
-    def write_metrics(status: str, summary: dict | None = None):
-        m = {"settings": settings, "unigram_baseline": unigram, "status": status, "records": records}
-        if summary is not None:
-            m["summary"] = summary
-        data.write_json_atomic(out_dir / METRICS_FILE, m)
 
-    def measure(step: int, rec: dict):
-        m = loopjax.LoopModel(params, config)
-        rec["heldout_loss"] = float(heldout_ce(params, windows_j, eval_key(cfg)))
-        lams = [float(loopjax.lambda1(m, ids, steps=cfg.lambda1_steps, key=lambda1_key(cfg, i)))
-                for i, ids in enumerate(prompt_ids)]
-        rec["lambda1"] = {"mean": float(np.mean(lams)), "sem": _sem(lams), "per_prompt": lams}
-        ckpt = _ckpt_dir(out_dir, step)
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        forward.save_orbax_checkpoint(m, ckpt, arch=cfg.arch, tokenizer_json=tok_path,
-                                      meta={"step": step, "arch": cfg.arch, "train_recipe": recipe})
-        _save_state(ckpt, params, opt_state, step, records)
-        for older in (out_dir / CHECKPOINTS).glob("step_*"):   # resume needs only the latest train state
-            if older.name < ckpt.name:
-                shutil.rmtree(older / TRAIN_STATE, ignore_errors=True)
-        write_metrics("running")
+def _write_metrics(run: Run, records: list, status: str, summary: dict | None = None) -> None:
+    m = {"settings": run.settings, "unigram_baseline": run.unigram, "status": status, "records": records}
+    if summary is not None:
+        m["summary"] = summary
+    atomic_write_json(run.out_dir / METRICS_FILE, m)
 
+
+def _measure(run: Run, manager, params, opt_state, step: int, rec: dict, records: list) -> None:
+    """Held-out loss and λ1 over the prompts at a measured step; the loadable checkpoint of the model, the
+    training state (orbax CheckpointManager) and metrics.json."""
+    cfg = run.cfg
+    m = loopjax.LoopModel(params, run.config)
+    rec["heldout_loss"] = float(run.steps[2](params, jnp.asarray(run.windows), eval_key(cfg)))
+    lams = [float(loopjax.lambda1(m, ids, steps=cfg.lambda1_steps, key=lambda1_key(cfg, i)))
+            for i, ids in enumerate(run.prompt_ids)]
+    rec["lambda1"] = {"mean": float(np.mean(lams)), "sem": _sem(lams), "per_prompt": lams}
+    ckpt = _ckpt_dir(run.out_dir, step)
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    forward.save_orbax_checkpoint(m, ckpt, arch=cfg.arch, tokenizer_json=run.tok_path,
+                                  meta={"step": step, "arch": cfg.arch, "train_recipe": run.recipe})
+    _save_state(manager, params, opt_state, step, records)
+    _write_metrics(run, records, "running")
+
+
+def _step_inputs(cfg: TrainConfig, train_tokens, step: int):
+    """(batch, loop count, key) of a training step: functions of (seed, step) only."""
+    batch = jnp.asarray(data.sample_batch(train_tokens, step, batch=cfg.batch, seq_len=cfg.seq_len, seed=cfg.seed))
+    n_loops = jnp.asarray(sample_loops(cfg, step) if forward.is_huginn(cfg.arch) else cfg.n_loops, jnp.int32)
+    return batch, n_loops, step_key(cfg, step)
+
+
+def _loop(run: Run, manager, params, opt_state, start: int, records: list, progress, stop_after):
+    """Steps start..cfg.steps (the last one evaluates without updating); returns (params, the step it stopped
+    at with `stop_after`, or None when all steps are done)."""
+    cfg = run.cfg
+    train_step, objective, _ = run.steps
     for step in range(start, cfg.steps + 1):
         if stop_after is not None and step >= stop_after:
-            return {"status": "interrupted", "step": step}
+            return params, step
         if records and records[-1]["step"] == step:
             rec = records[-1]                    # resumed at a checkpoint: its measurements are saved
         else:
             rec = {"step": step}
             records.append(rec)
-        batch = jnp.asarray(data.sample_batch(train_tokens, step, batch=cfg.batch, seq_len=cfg.seq_len,
-                                              seed=cfg.seed))
-        n_loops = jnp.asarray(sample_loops(cfg, step) if forward.is_huginn(cfg.arch) else cfg.n_loops, jnp.int32)
-        key = step_key(cfg, step)
+        batch, n_loops, key = _step_inputs(cfg, run.train_tokens, step)
         if forward.is_huginn(cfg.arch):
             rec["loops"] = int(n_loops)
-        measured = step % cfg.lambda1_every == 0 or step == cfg.steps
-        if measured and "lambda1" not in rec:
-            measure(step, rec)
+        if (step % cfg.lambda1_every == 0 or step == cfg.steps) and "lambda1" not in rec:
+            _measure(run, manager, params, opt_state, step, rec, records)
         if step < cfg.steps:
-            rec["lr"] = float(schedule(step))
+            rec["lr"] = float(run.schedule(step))
             params, opt_state, out = train_step(params, opt_state, batch, key, n_loops)
         else:
             out = objective(params, batch, key, n_loops)
         rec.update(_floats(out))
         if progress is not None:
             progress(step, rec)
+    return params, None
 
-    wall = time.time() - t_start
-    final = loopjax.LoopModel(params, config)
-    tmp = out_dir / f".final.tmp-{os.getpid()}"
+
+def _finish(run: Run, params, records: list, start: int, resume: bool, wall: float) -> dict:
+    """The final model (HF layout, moved into out_dir atomically) and the summary in metrics.json."""
+    cfg = run.cfg
+    tmp = run.out_dir / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    forward.save_hf_checkpoint(final, tmp, arch=cfg.arch)
+    forward.save_hf_checkpoint(loopjax.LoopModel(params, run.config), tmp, arch=cfg.arch)
     for name in sorted(os.listdir(tmp)):
-        os.replace(tmp / name, out_dir / name)
+        os.replace(tmp / name, run.out_dir / name)
     tmp.rmdir()
     last = records[-1]
     summary = {"arch": cfg.arch, "steps": cfg.steps, "final_loss": last["loss"],
-               "final_heldout_loss": last["heldout_loss"], "unigram_baseline": unigram,
+               "final_heldout_loss": last["heldout_loss"], "unigram_baseline": run.unigram,
                "final_lambda1": last["lambda1"]["mean"], "final_lambda1_sem": last["lambda1"]["sem"],
-               "num_params": model.num_params(), "wall_seconds_this_session": wall,
-               "resumed_from_step": start if resume else None, "out_dir": str(out_dir)}
-    write_metrics("complete", summary)
+               "num_params": run.init.num_params(), "wall_seconds_this_session": wall,
+               "resumed_from_step": start if resume else None, "out_dir": str(run.out_dir)}
+    _write_metrics(run, records, "complete", summary)
     return summary
+
+
+def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
+          progress: Callable[[int, dict], None] | None = None, stop_after: int | None = None) -> dict:
+    """Train one model into out_dir; returns a summary dict (also the tail of metrics.json).
+
+    resume=True continues from the latest complete checkpoint (same TrainConfig required) and ends with
+    the same params and records as an uninterrupted run; a finished run is returned as is.
+    overwrite=True clears a non-empty out_dir. progress(step, record) is called after every step.
+    stop_after=n stops like a kill once n updates are done (nothing more is saved), for tests.
+    """
+    out_dir = Path(out_dir)
+    finished = _open_out_dir(cfg, out_dir, resume, overwrite)
+    if finished is not None:
+        return finished
+    t_start = time.time()
+    run = _build_run(cfg, out_dir, resume)
+    params, opt_state = run.init.params, make_optimizer(cfg)[0].init(run.init.params)
+    with state_manager(out_dir) as manager:
+        start, records = 0, []
+        if resume:
+            params, opt_state, start, records = _resume(run, manager, params, opt_state)
+        params, stopped = _loop(run, manager, params, opt_state, start, records, progress, stop_after)
+    if stopped is not None:
+        return {"status": "interrupted", "step": stopped}
+    return _finish(run, params, records, start, resume, time.time() - t_start)

@@ -1,0 +1,212 @@
+"""`loopjax report`: every analysis of one model (or of the built-in models) with index.md / index.html."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loopjax.cli import report
+from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TOKENS, TRAJECTORY
+from loopjax.cli.commands import ablate
+from loopjax.cli.commands.attribute import AttributionSettings
+from loopjax.cli.commands.base import (BUILTIN_MODELS, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
+                                       check_k, or_default, read_prompts, run_analysis, say, setup)
+from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
+from loopjax.cli.commands.spectrum import SpectrumSettings
+from loopjax.cli.commands.sweep import SweepSettings, run_sweep, sweep_list
+from loopjax.cli.commands.tokens import TokensSettings
+from loopjax.cli.parser import add_common, add_transient
+from loopjax.cli.runner import progress
+from loopjax.cli.runstore import read_json
+from loopjax.cli.session import CLIError, model_name
+from loopjax.io.prompts import SWEEP_PROMPTS
+
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    """The report's analyses, each with its command's typed settings (--steps, if given, sets every T)."""
+    spectrum: SpectrumSettings
+    attribution: AttributionSettings
+    similarity: SimilaritySettings
+    trajectory: TrajectorySettings
+    tokens: TokensSettings
+
+    @classmethod
+    def from_args(cls, args) -> "ReportSettings":
+        def steps(given, analysis: str) -> int:  # the analysis' own option, else --steps, else the paper's
+            return or_default(given, or_default(args.steps, PAPER[analysis]["steps"]))
+
+        spectrum_steps = steps(args.spectrum_steps, "spectrum")
+        return cls(spectrum=SpectrumSettings.from_args(args, steps=spectrum_steps, perturbation=True),
+                   attribution=AttributionSettings.from_args(args, k=args.attr_k,
+                                                             steps=steps(args.attr_steps, "attribution")),
+                   similarity=SimilaritySettings(args.loops),
+                   trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory")),
+                   tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps))
+
+    def note(self) -> str:
+        return (f"report settings: spectrum k={self.spectrum.k}, T={self.spectrum.steps}; attribution "
+                f"k={self.attribution.k}, T={self.attribution.steps} (bars = direction 1, i.e. the k=1 lambda_1 "
+                f"contributions); similarity {self.similarity.loops} loops; trajectory {self.trajectory.steps} steps")
+
+
+def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[Path, dict]:
+    common = Common.from_args(args)
+    s = setup(common, source, out)
+    rs = ReportSettings.from_args(args)
+    hidden = s.loaded.model.config.hidden_size
+    check_k(rs.spectrum.k, s.tokens, hidden, s.prompts)
+    check_k(rs.attribution.k, s.tokens, hidden, s.prompts, "--attr-k")
+    say(common.quiet, f"[{s.loaded.name}] {len(s.prompts)} prompts -> {s.out}")
+    t0 = time.perf_counter()
+    results = {analysis.name: run_analysis(common, ctx, analysis, s, getattr(rs, field))
+               for analysis, field in ((SPECTRUM, "spectrum"), (ATTRIBUTION, "attribution"),
+                                       (SIMILARITY, "similarity"), (TRAJECTORY, "trajectory"), (TOKENS, "tokens"))}
+    if s.loaded.model.arch.injection_fields(s.loaded.model.config) and not args.no_ablation:  # Huginn
+        results["ablation"] = ablate.run_ablation(common, ctx, s, ablate.AblationSettings.for_report(args))
+    ckpts = sweep_list(args)
+    if ckpts:
+        results["sweep"] = run_sweep(common, ctx, SweepSettings.from_args(args, ckpts, steps=args.sweep_steps),
+                                     read_prompts(common, default=SWEEP_PROMPTS), s.out,
+                                     title=args.preset or "checkpoints")
+    seconds = time.perf_counter() - t0
+    report.write_index(s.out, s.loaded.info, results, seconds=seconds, settings_note=rs.note())
+    say(common.quiet, f"[{s.loaded.name}] done in {seconds:.1f} s: {s.out / 'index.html'}")
+    return s.out, results
+
+
+def run(args, ctx: Context) -> int:
+    if args.model:
+        run_report_one(args, ctx, args.model, None)
+        return 0
+    root = Path(args.out) if args.out else Path("results")
+    if args.jobs > 1:
+        outs = _report_parallel(args, root)
+    else:
+        outs = [run_report_one(args, ctx, src, root / model_name(src))[0] for src in BUILTIN_MODELS]
+    done = []
+    for src, out in zip(BUILTIN_MODELS, outs):
+        results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "sweep")
+                   if (out / a / "results.json").is_file()}
+        done.append((model_name(src), out, results))
+    report.write_top_index(root, done, model_panels(root, done))
+    say(args.quiet, f"wrote {root / 'index.md'} and {root / 'index.html'}")
+    return 0
+
+
+def model_panels(root: Path, done: list[tuple[str, Path, dict]]) -> list[Path]:
+    """Figs. 1 and 2 of the paper with one panel per model, drawn from the models' results.json."""
+    import numpy as np
+
+    from loopjax.cli import plots
+
+    runs = [(name, [np.asarray(p["log_growth"]) for p in r["spectrum"]["prompts"]]) for name, _, r in done
+            if "spectrum" in r]
+    attr = [(name, r["attribution"]["summary"]["names"],
+             np.asarray([np.asarray(p["exponents"])[:, 0] for p in r["attribution"]["prompts"]]))
+            for name, _, r in done if "attribution" in r]
+    figs = []
+    if len(runs) > 1:
+        figs.append(plots.plot_models_running(root / "models_spectrum_running_top5.png", runs))
+    if len(attr) > 1:
+        figs.append(plots.plot_models_attribution(root / "models_attribution_lambda1.png", attr))
+    return figs
+
+
+def _child_env() -> dict:
+    """The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
+    gain nothing from intra-op threads, and two multi-threaded processes on two cores can be many times
+    slower. The flags change the last bits of the numbers, so they are part of the recorded settings
+    (``xla_flags``) that ``--resume`` checks."""
+    env = dict(os.environ)
+    if "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", ""):
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
+    return env
+
+
+def _report_parallel(args, root: Path) -> list[Path]:
+    """One ``loopjax report --model M`` child process per built-in model (XLA compilation, the bulk of a
+    built-in run, is single-threaded); the parent shows one progress bar per model by counting the saved
+    prompt files, and reports the first error line of a failed child."""
+    n_prompts = len(read_prompts(Common.from_args(args)))
+    total = n_prompts * (len(ANALYSES) + len(sweep_list(args)))  # (a Huginn ablation's units are not counted)
+    env, jobs, t0 = _child_env(), [], time.perf_counter()
+    for src in BUILTIN_MODELS:
+        out = root / model_name(src)
+        err = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, "-m", "loopjax.cli", *args._argv, "--model", src, "--out", str(out), "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        jobs.append((src, out, proc, err))
+    say(args.quiet, f"report: {len(jobs)} models in parallel ({n_prompts} prompts each) -> {root}")
+    _watch(args, jobs, total)
+    failed = []
+    for src, out, proc, err in jobs:
+        err.seek(0)
+        lines = [ln for ln in err.read().splitlines() if ln.strip()]
+        err.close()
+        if proc.returncode != 0:
+            msg = next((ln for ln in lines if ln.startswith("loopjax:")),
+                       lines[-1] if lines else f"exit status {proc.returncode}")
+            failed.append(f"[{model_name(src)}] {msg.replace('loopjax: error: ', '')}")
+        else:
+            say(args.quiet, f"[{model_name(src)}] {out / 'index.html'}")
+    if failed:
+        raise CLIError("; ".join(failed))
+    say(args.quiet, f"report: {len(jobs)} models done in {time.perf_counter() - t0:.1f} s")
+    return [root / model_name(src) for src in BUILTIN_MODELS]
+
+
+def _watch(args, jobs, total: int) -> None:
+    """One progress bar per child, counting its saved prompt files, until every child has exited."""
+    bars = [progress(total=total, desc=model_name(src), unit="prompt", position=i, quiet=args.quiet)
+            for i, (src, *_rest) in enumerate(jobs)]
+    try:
+        while any(proc.poll() is None for *_x, proc, _e in jobs):
+            for bar, (src, out, proc, err) in zip(bars, jobs):
+                n = sum(1 for _ in out.glob("*/prompts/*.json")) if out.is_dir() else 0
+                bar.update(min(n, total) - bar.n)
+            time.sleep(0.5)
+    finally:
+        for _src, _out, proc, _err in jobs:
+            proc.wait()  # on Ctrl-C the children got the signal too and stop at their next safe point
+        for bar in bars:
+            bar.close()
+
+
+def add_options(p) -> None:
+    add_common(p, report=True, k_default=PAPER["spectrum"]["k"],
+               steps_help="if given, the step count of every analysis (overrides the per-analysis defaults below)")
+    add_transient(p, probe_seeds=True)
+    p.add_argument("--spectrum-steps", type=int, default=None,
+                   help=f"spectrum T (default {PAPER['spectrum']['steps']})")
+    p.add_argument("--attr-k", type=int, default=REPORT_ATTR_K,
+                   help="attribution directions (column 1 gives the k=1 lambda_1 contributions)")
+    p.add_argument("--attr-steps", type=int, default=None,
+                   help=f"attribution T (default {PAPER['attribution']['steps']})")
+    p.add_argument("--loops", type=int, default=PAPER["similarity"]["loops"], help="similarity loops")
+    p.add_argument("--traj-steps", type=int, default=None,
+                   help=f"trajectory steps (default {PAPER['trajectory']['steps']})")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="segment the spectrum scan with orbax checkpoints every N steps")
+    p.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT",
+                   help="also run a lambda_1 sweep over these checkpoints")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sweep preset")
+    p.add_argument("--sweep-steps", type=int, default=PAPER["sweep"]["steps"], help="sweep T")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the input-injection ablation that report runs for Huginn models (`loopjax ablate`)")
+    p.add_argument("--jobs", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 1,
+                   help="without --model: run the built-in models in this many parallel processes")
+
+
+COMMAND = Command(
+    "report", help="all analyses for one model (or both built-ins) with index.md/index.html",
+    description="Spectrum, attribution (+ heatmap), similarity, trajectory (and a sweep if --checkpoints/--preset) "
+                "into one folder with index.md and index.html. Without --model: both built-in models into "
+                "OUT/<model-name>/ (OUT default: results).",
+    add_options=add_options, run=run)
