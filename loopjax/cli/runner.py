@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from loopjax import early_signals
 from loopjax.cli.runstore import RunError, RunStore, utc_now
 
 SWALLOWED: list[str] = []   # KeyboardInterrupts Python could not raise (inside a gc callback), see below
@@ -76,9 +77,7 @@ class Interrupts:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
-        if SWALLOWED:
-            SWALLOWED.clear()
-            self.requested = True
+        self.stop_requested()
         return self
 
     def __exit__(self, *exc):
@@ -104,8 +103,9 @@ class Interrupts:
 
     def stop_requested(self) -> bool:
         """Whether a Ctrl-C asked to stop (a lost one included): for loops that stop on their own."""
-        if SWALLOWED:
+        if SWALLOWED or early_signals.PENDING:  # a Ctrl-C lost in a gc callback / kept while loopjax imported
             SWALLOWED.clear()
+            early_signals.PENDING.clear()
             self.requested = True
         return self.requested
 

@@ -268,17 +268,23 @@ class RunStore:
             if not existed:
                 shutil.rmtree(self.root, ignore_errors=True)
             raise
-        if nonempty and self.overwrite:
-            for p in self.root.iterdir():
-                if p.name != LOCK_FILE:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        self.fresh = not nonempty or self.overwrite or not any(self.prompts_dir.glob("*.json"))
-        self.prompts_dir.mkdir(exist_ok=True)
-        if self.results_path.exists():  # resuming a finished run: unfinished again until rewritten
-            self.results_path.unlink()
-        atomic_write_json(self.marker, {"status": "incomplete", "analysis": self.analysis,
-                                        "started": self.started, "pid": os.getpid(),
-                                        "settings": self.settings, "fingerprint": self.fingerprint})
+        try:
+            if nonempty and self.overwrite:
+                for p in self.root.iterdir():
+                    if p.name != LOCK_FILE:
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            self.fresh = not nonempty or self.overwrite or not any(self.prompts_dir.glob("*.json"))
+            self.prompts_dir.mkdir(exist_ok=True)
+            if self.results_path.exists():  # resuming a finished run: unfinished again until rewritten
+                self.results_path.unlink()
+            atomic_write_json(self.marker, {"status": "incomplete", "analysis": self.analysis,
+                                            "started": self.started, "pid": os.getpid(),
+                                            "settings": self.settings, "fingerprint": self.fingerprint})
+        except BaseException:
+            self.release()
+            if not existed or (self.fresh and nonempty and self.overwrite):
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
         self.began = True
 
     def _check_lock(self) -> None:
@@ -306,9 +312,7 @@ class RunStore:
             self._check_lock()
             raise RunError(f"results folder {self.root} was locked by another run just now; retry") from None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(record)
-            f.flush()
-            os.fsync(f.fileno())
+            f.write(record)   # not fsynced: after a crash its process is gone, so the lock is stale anyway
         self._lock_token = token
         _HELD[str(self.lock_path)] = self
 
