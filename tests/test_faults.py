@@ -375,13 +375,14 @@ def test_interrupts_poll_for_train():
         assert it.stop_requested()  # the first Ctrl-C only asks; train saves a checkpoint and exits 130
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # preexec_fn: the child must not inherit SIG_IGN
 def test_ctrl_c_early_in_a_cli_run_exits_130_without_traceback(tmp_path):
     """SIGINT at several moments of a subprocess run, the first second included: exit 130, one line."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("Water is composed of\n")
     for delay in (0.3, 1.5):
         out = tmp_path / f"out{delay}"
-        p = subprocess.Popen([sys.executable, "-m", "loopjax.cli", "trajectory", *TINY, "--prompts", str(prompts),
+        p = subprocess.Popen([sys.executable, "-m", "loopjax.cli", "spectrum", *TINY, "--prompts", str(prompts),
                               "--out", str(out)], env=ENV, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(delay)
