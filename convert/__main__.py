@@ -3,6 +3,7 @@ import argparse
 import sys
 
 import loopjax
+from loopjax.io.loading import convert_to_hf
 
 
 def main(argv=None) -> int:
@@ -16,8 +17,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.to_hf:
-            loopjax.save_hf(loopjax.load(args.src, revision=args.revision, dtype=args.dtype), args.out,
-                            shards=args.shards)
+            convert_to_hf(args.src, args.out, revision=args.revision, dtype=args.dtype, shards=args.shards)
         else:
             loopjax.convert(args.src, args.out, revision=args.revision, dtype=args.dtype)
     except (ValueError, OSError, NotImplementedError) as e:

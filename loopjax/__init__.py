@@ -8,6 +8,10 @@ import os
 # ~200 ms on a busy 2-core machine. Takes effect if set before the first QR; a user's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from loopjax import early_signals  # noqa: E402  (stdlib only: a Ctrl-C while jax imports is kept, not lost)
+
+early_signals.begin_import()
+
 # isort: split
 from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
                               similarity, spectrum, spectrum_probe_seeds, split_key)
@@ -20,6 +24,8 @@ from loopjax.summary import summarize
 from loopjax.io.weights import save_hf, to_hf_tensors
 
 __version__ = "0.1.0"
+
+early_signals.end_import()
 
 __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_model", "LoopModel", "logits",
            "trajectory", "init_state", "context", "early_exit", "loop_map", "sublayer_maps", "benettin",

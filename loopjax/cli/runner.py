@@ -18,7 +18,35 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from loopjax.cli.runstore import RunStore, utc_now
+from loopjax import early_signals
+from loopjax.cli.runstore import RunError, RunStore, utc_now
+
+SWALLOWED: list[str] = []   # KeyboardInterrupts Python could not raise (inside a gc callback), see below
+
+
+def _unraisable(hook):
+    """sys.unraisablehook that keeps a Ctrl-C instead of losing it: a SIGINT whose KeyboardInterrupt is
+    raised inside a garbage-collector callback (jax's `_xla_gc_callback` runs at every collection) cannot
+    propagate; Python prints "Exception ignored in ..." and the run would go on. It is recorded here and
+    `Interrupts` turns it into a stop at the next safe point."""
+
+    def keep(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            SWALLOWED.append(getattr(unraisable.object, "__qualname__", repr(unraisable.object)))
+            return
+        hook(unraisable)
+
+    keep.loopjax_original = hook
+    return keep
+
+
+def guard_swallowed_interrupts() -> None:
+    """Install `_unraisable` once (idempotent; other unraisable exceptions go to the previous hook)."""
+    if not hasattr(sys.unraisablehook, "loopjax_original"):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+
+
+guard_swallowed_interrupts()
 
 
 @dataclasses.dataclass
@@ -33,16 +61,23 @@ class Hooks:
 class Interrupts:
     """Ctrl-C handling: the first SIGINT only sets a flag, checked at safe points (between compiled
     calls, after a save), where KeyboardInterrupt is raised; a second SIGINT interrupts at once. Stopping
-    between compiled calls lets JAX's threads finish, so the process exits cleanly with status 130."""
+    between compiled calls lets JAX's threads finish, so the process exits cleanly with status 130.
 
-    def __init__(self):
+    A Ctrl-C that arrived before the handler was installed and was lost inside a gc callback (`SWALLOWED`)
+    counts as a first Ctrl-C. Long loops that must stop at their own boundary (`train`: save a resumable
+    checkpoint, then exit 130) poll `stop_requested()` instead of calling `check()`; `safe_point` names
+    that boundary in the message printed at the first Ctrl-C."""
+
+    def __init__(self, safe_point: str = "after the current prompt or segment"):
         self.requested = False
+        self.safe_point = safe_point
         self.opened: Path | None = None   # the results folder of the run in progress, once it exists
         self._previous = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+        self.stop_requested()
         return self
 
     def __exit__(self, *exc):
@@ -51,16 +86,31 @@ class Interrupts:
 
     def _handle(self, signum, frame):
         if self.requested:
+            if frame is not None and frame.f_code.co_name.endswith("gc_callback"):
+                # raising here would be swallowed by the collector: deliver it again once outside
+                import _thread
+
+                threading.Timer(0.05, _thread.interrupt_main).start()
+                return
             raise KeyboardInterrupt("interrupted twice")
         self.requested = True
+        msg = (f"\nloopjax: stopping at the next safe point ({self.safe_point}); press Ctrl-C again to stop "
+               f"at once\n")
         try:  # os.write, not print: a signal handler may run in the middle of another print
-            os.write(sys.stderr.fileno(), b"\nloopjax: stopping at the next safe point (after the current "
-                                          b"prompt or segment); press Ctrl-C again to stop at once\n")
+            os.write(sys.stderr.fileno(), msg.encode())
         except (OSError, ValueError, AttributeError):  # no usable stderr (captured, closed)
             pass
 
+    def stop_requested(self) -> bool:
+        """Whether a Ctrl-C asked to stop (a lost one included): for loops that stop on their own."""
+        if SWALLOWED or early_signals.PENDING:  # a Ctrl-C lost in a gc callback / kept while loopjax imported
+            SWALLOWED.clear()
+            early_signals.PENDING.clear()
+            self.requested = True
+        return self.requested
+
     def check(self):
-        if self.requested:
+        if self.stop_requested():
             raise KeyboardInterrupt()
 
 
@@ -83,10 +133,53 @@ class Runner:
         self.store.begin(unit_keys)
         self.interrupts.opened = self.store.root
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        """Wrap begin ... finish: an error after the folder was made removes it (nothing finished) or
+        keeps it for --resume, and the message says which; Ctrl-C keeps it and frees the lock."""
+        if error is not None:
+            raised = self.fail(error)
+            if raised is not error:
+                raise raised from error
+        return False
+
+    def fail(self, error: BaseException) -> BaseException:
+        """What to raise for `error` once the store is cleaned up (see `RunStore.abandon`): the same
+        KeyboardInterrupt (the folder stays resumable), else a RunError whose message ends with what
+        happened to the folder. Idempotent: an error already reported this way passes through."""
+        if isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception):
+            self.store.release()
+            return error
+        if (getattr(error, "loopjax_cleaned", False) or not self.store.began
+                or str(error).startswith("--resume:")):  # a refused saved record: the folder is left for it
+            self.store.began = False
+            self.store.release()
+            return error
+        what = self.store.abandon()
+        text = str(error).strip() or type(error).__name__
+        if not isinstance(error, (RunError, ValueError, OSError, FloatingPointError, NotImplementedError,
+                                  TypeError)):
+            text = f"{type(error).__name__}: {text}"
+        raised = RunError(f"{text}; {what}")
+        raised.loopjax_cleaned = True
+        return raised
+
     def units(self, units: list[tuple[str, dict]], compute: Callable[[str, dict], dict], *, desc: str,
               cached: Callable[[str, dict], dict | None] | None = None) -> list[dict]:
         """The record of every unit: saved ones (with --resume) are reused, the rest computed and saved
-        atomically as each finishes. `compute(key, inputs)` returns the unit's JSON-able result."""
+        atomically as each finishes. `compute(key, inputs)` returns the unit's JSON-able result. An error
+        cleans up as `fail` says."""
+        try:
+            return self._units(units, compute, desc=desc, cached=cached)
+        except BaseException as e:
+            raised = self.fail(e)
+            if raised is e:
+                raise
+            raise raised from e
+
+    def _units(self, units, compute, *, desc, cached):
         records = []
         with progress(total=len(units), desc=desc, unit="prompt", quiet=self.quiet) as bar:
             for key, inputs in units:
@@ -105,7 +198,13 @@ class Runner:
 
     def finish(self, results: dict) -> dict:
         results["timestamps"]["finished"] = utc_now()
-        return self.store.finish(results)
+        try:
+            return self.store.finish(results)
+        except BaseException as e:
+            raised = self.fail(e)
+            if raised is e:
+                raise
+            raise raised from e
 
 
 def prompt_entries(records: list[dict]) -> list[dict]:

@@ -117,7 +117,8 @@ def safetensors_header(path) -> dict[str, TensorInfo]:
 
 
 def tensor_index(ckpt_dir) -> dict[str, TensorInfo]:
-    """Every tensor of an HF checkpoint directory, single-file or sharded (model.safetensors.index.json)."""
+    """Every tensor of an HF checkpoint directory, single-file or sharded (model.safetensors.index.json).
+    Every shard file resolves inside the directory (see `confined`)."""
     ckpt_dir = Path(ckpt_dir)
     index_path = ckpt_dir / INDEX_FILE
     if index_path.exists():
@@ -125,6 +126,9 @@ def tensor_index(ckpt_dir) -> dict[str, TensorInfo]:
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise ValueError(f"{index_path} has no 'weight_map' of tensor name -> shard file name")
         shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            tensor = next(n for n, s in weight_map.items() if s == shard)
+            confined(ckpt_dir, shard, f"{INDEX_FILE} weight_map entry {tensor!r}")
         missing = [s for s in shards if not (ckpt_dir / s).exists()]
         if missing:
             raise FileNotFoundError(f"{ckpt_dir}: shard file(s) listed in {INDEX_FILE} are missing: "
@@ -142,7 +146,7 @@ def tensor_index(ckpt_dir) -> dict[str, TensorInfo]:
                                 f"weights only from safetensors or from an orbax dir written by `loopjax convert`")
     found = {}
     for file in files:
-        found.update(safetensors_header(file))
+        found.update(safetensors_header(confined(ckpt_dir, file.name, "weights file")))
     return found
 
 
@@ -507,3 +511,38 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path:
                                 f"the local cache (offline?): {e}") from None
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"hub repo {repo_id}@{revision or 'main'}: {e}") from None
+
+
+# ---- confinement: every file a checkpoint names stays inside it ----
+
+def hub_blobs(ckpt_dir) -> Path | None:
+    """The `blobs/` folder of a Hugging Face hub-cache snapshot (models--org--name/snapshots/<rev>/), whose
+    files are symlinks into it; None when `ckpt_dir` is not laid out as one."""
+    ckpt_dir = Path(ckpt_dir).absolute()
+    repo = ckpt_dir.parent.parent
+    if ckpt_dir.parent.name == "snapshots" and (repo / "blobs").is_dir():
+        return (repo / "blobs").resolve()
+    return None
+
+
+def confined(ckpt_dir, name: str, what: str) -> Path:
+    """`ckpt_dir / name`, refusing (ValueError naming `what` and the entry) a name that is empty, absolute or
+    holds `..`, and a path that resolves (symlinks followed) outside `ckpt_dir`, except into the `blobs/`
+    folder of a hub-cache snapshot (`hub_blobs`). The file need not exist."""
+    ckpt_dir = Path(ckpt_dir)
+    bad = f"{ckpt_dir}: {what} names {name!r}"
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ValueError(f"{bad}, which is not a file name")
+    parts = Path(name).parts
+    if Path(name).is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(f"{bad}, an absolute path; a checkpoint may only name files inside its own folder")
+    if ".." in parts or ".." in name.replace("\\", "/").split("/"):
+        raise ValueError(f"{bad}, which leaves the checkpoint folder ('..'); a checkpoint may only name files "
+                         f"inside its own folder")
+    path = ckpt_dir / name
+    target = path.resolve()
+    roots = [ckpt_dir.resolve()] + [b for b in [hub_blobs(ckpt_dir)] if b is not None]
+    if not any(target == r or r in target.parents for r in roots):
+        raise ValueError(f"{bad}, which resolves to {target}, outside the checkpoint folder; a checkpoint may "
+                         f"only name files inside its own folder")
+    return path

@@ -63,6 +63,16 @@ def hf_config_of(source, revision, model: LoopModel) -> dict:
     return model.config.to_hf() if where is None else checkpoint.read_json(where / "config.json")
 
 
+def tokenizer_files(source, revision=None) -> list[Path]:
+    """The tokenizer files (tokenizer.json, tokenizer_config.json, ...) a source has, each checked to resolve
+    inside its folder; [] for the random built-ins. What a converted checkpoint carries."""
+    where = source_dir(source, revision)
+    if where is None:
+        return []
+    return [checkpoint.confined(where, name, "tokenizer file") for name in weights.TOKENIZER_FILES
+            if (where / name).is_file()]
+
+
 def convert(src, out, revision=None, dtype=None) -> Path:
     """Any source `load` takes -> an orbax checkpoint dir that `load` reads back (tokenizer files kept)."""
     out = Path(out)
@@ -71,6 +81,15 @@ def convert(src, out, revision=None, dtype=None) -> Path:
     model = load(src, revision=revision, dtype=dtype)
     meta = {"source": str(src), "revision": revision,
             "dtype": None if dtype is None else np.dtype(parse_dtype(dtype)).name}
-    where = source_dir(src, revision)
-    extras = [where / name for name in weights.TOKENIZER_FILES if where is not None and (where / name).exists()]
+    extras = tokenizer_files(src, revision)
     return weights.save_orbax(model, out, hf_config_of(src, revision, model), meta, extras)
+
+
+def convert_to_hf(src, out, revision=None, dtype=None, shards: int = 1) -> Path:
+    """Any source `load` takes -> an HF safetensors dir (config.json + `shards` files) with the source's
+    tokenizer files, so the converted model tokenises prompts as the original does."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose a new output directory")
+    model = load(src, revision=revision, dtype=dtype)
+    return weights.save_hf(model, out, shards=shards, extra_files=tokenizer_files(src, revision))

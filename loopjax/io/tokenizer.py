@@ -26,6 +26,7 @@ import re
 import zlib
 from pathlib import Path
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _PIECE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
@@ -50,7 +51,11 @@ class HFTokenizer:
 
         path = Path(path)
         self.path = path
-        self.tok = Tokenizer.from_file(str(path))
+        try:
+            self.tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise ValueError(f"{path} is not a valid tokenizer.json ({reason}); fix or remove it") from None
         self.name = f"tokenizer.json ({path.parent.name})"
         self.bos_id: int | None = None
         cfg_path = path.parent / "tokenizer_config.json"
@@ -74,8 +79,13 @@ class HFTokenizer:
 
 
 def get_tokenizer(source_dir: str | Path | None, vocab_size: int):
-    """The checkpoint's ``tokenizer.json`` where it has one, else :class:`SimpleTokenizer`."""
+    """The checkpoint's ``tokenizer.json`` where it has one, else :class:`SimpleTokenizer`. The tokenizer
+    files (``TOKENIZER_FILES``) must resolve inside ``source_dir`` (`loopjax.io.checkpoint.confined`)."""
     if source_dir is not None:
+        from loopjax.io.checkpoint import confined
+
+        for name in TOKENIZER_FILES:
+            confined(source_dir, name, "tokenizer file")
         p = Path(source_dir) / "tokenizer.json"
         if p.is_file():
             return HFTokenizer(p)

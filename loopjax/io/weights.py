@@ -15,14 +15,14 @@ import jax
 import numpy as np
 
 from loopjax.io import checkpoint
+from loopjax.io.tokenizer import TOKENIZER_FILES  # noqa: F401  (re-exported: the one list)
 from loopjax.models.loop_model import LoopModel
-from loopjax.models import architecture, config_from_hf
+from loopjax.models import BY_MODEL_TYPE, architecture, config_from_hf
 
 TRANSFORMS = {None: lambda w: w, "T": lambda w: w.T}
 SHAPE_TRANSFORMS = {None: lambda s: tuple(s), "T": lambda s: tuple(reversed(s))}
 SAFETENSORS_DTYPES = {"F32", "F16", "BF16", "F64"}
 FORMAT_VERSION = 1
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SHOW = 5  # offenders listed per kind of mismatch; the rest are counted
 
 
@@ -95,13 +95,44 @@ def plan(config, infos: dict[str, checkpoint.TensorInfo]):
     return mapping
 
 
+def read_config(ckpt_dir):
+    """The config dataclass of a checkpoint directory's config.json; a config without `model_type` is
+    refused saying so, with what the architectures it names and the model types loopjax reads."""
+    path = Path(ckpt_dir) / "config.json"
+    cfg = checkpoint.read_json(path)
+    if cfg.get("model_type") in (None, ""):
+        named = cfg.get("architectures")
+        named = f" (it names architectures {named})" if named else ""
+        raise ValueError(f"{path} has no 'model_type'{named}, so loopjax cannot tell which model it is; loopjax "
+                         f"supports model_type {', '.join(sorted(BY_MODEL_TYPE))}")
+    return config_from_hf(cfg)
+
+
+def check_finite(tensors: dict, where) -> None:
+    """ValueError naming every tensor (up to SHOW) that holds NaN or inf, with the counts; integer tensors
+    are skipped. `where` (the checkpoint) prefixes the message."""
+    bad = []
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not jax.numpy.issubdtype(t.dtype, jax.numpy.inexact) or bool(jax.numpy.isfinite(t).all()):
+            continue
+        a = np.asarray(t, dtype=np.float32)
+        bad.append(f"{name} {list(a.shape)}: {int(np.isnan(a).sum())} NaN, {int(np.isinf(a).sum())} inf")
+    if bad:
+        more = f"; ... and {len(bad) - SHOW} more" if len(bad) > SHOW else ""
+        raise ValueError(f"{where}: non-finite weights in {len(bad)} tensor(s): {'; '.join(bad[:SHOW])}{more}; "
+                         f"the checkpoint is corrupt")
+
+
 def load_hf(ckpt_dir, dtype=None) -> LoopModel:
-    """An HF checkpoint directory (config.json + safetensors, single or sharded) -> LoopModel."""
+    """An HF checkpoint directory (config.json + safetensors, single or sharded) -> LoopModel. Shards
+    outside the directory and non-finite weights are refused, naming the entry / tensor."""
     ckpt_dir = Path(ckpt_dir)
-    config = config_from_hf(checkpoint.read_json(ckpt_dir / "config.json"))
+    config = read_config(ckpt_dir)
     infos = checkpoint.tensor_index(ckpt_dir)
     mapping = plan(config, infos)
     tensors = checkpoint.read_tensors({n: infos[n] for n in mapping})
+    check_finite(tensors, ckpt_dir)
     flat = {path: TRANSFORMS[t](tensors[name]) for name, (path, t) in mapping.items()}
     return LoopModel(_unflatten(flat), config).astype(dtype)
 
@@ -189,9 +220,10 @@ def save_orbax(model: LoopModel, out_dir, hf_config: dict, meta: dict | None = N
 def load_orbax(ckpt_dir, dtype=None) -> LoopModel:
     """An orbax directory written by `save_orbax` / `loopjax convert` -> LoopModel (shapes checked)."""
     ckpt_dir = Path(ckpt_dir).resolve()
-    config = config_from_hf(checkpoint.read_json(ckpt_dir / "config.json"))
+    config = read_config(ckpt_dir)
     with orbax_drained():
         params = checkpoint.read_orbax_params(ckpt_dir)  # restored in the stored dtypes
+    check_finite(_flat_paths(params), ckpt_dir)
     got, want = _flat_paths(params), _flat_paths(abstract_params(config))
     problems = sorted(f"{p}: {got[p].shape if p in got else 'missing'} vs expected "
                       f"{want[p].shape if p in want else 'none'}" for p in set(got) | set(want)

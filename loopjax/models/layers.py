@@ -3,6 +3,7 @@
 Every function works on states with any leading batch dims: (..., L, H). Weights keep their stored dtype
 and are cast to the compute dtype at use; matmuls run at HIGHEST precision.
 """
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -125,3 +126,13 @@ def require(cfg: dict, fields: dict[str, type], model: str) -> dict[str, Any]:
     if wrong:
         raise ValueError(f"{model} config.json has invalid field(s): {', '.join(wrong)}")
     return {f: (float(cfg[f]) if kind is float else cfg[f]) for f, kind in fields.items()}
+
+
+def require_positive(values: dict[str, Any], model: str) -> None:
+    """Every value (a config number: rope base, norm eps, a scale) must be finite and > 0; one error names
+    every offender."""
+    wrong = [f"{name}={v!r}" for name, v in values.items()
+             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0]
+    if wrong:
+        raise ValueError(f"{model} config.json has invalid field(s): {', '.join(wrong)} (expected a finite "
+                         f"number > 0)")

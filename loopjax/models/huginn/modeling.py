@@ -17,8 +17,8 @@ from loopjax.engine.dtypes import compute_dtype
 from loopjax.models import layers
 from loopjax.models.base import Architecture
 from loopjax.models.huginn import params as params_table
-from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_interleaved,
-                                   split_heads)
+from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, require_positive, rope_angles,
+                                   rope_interleaved, split_heads)
 
 MODEL_TYPE = "huginn"
 
@@ -55,6 +55,10 @@ class HuginnConfig:
     @classmethod
     def from_hf(cls, cfg: dict) -> "HuginnConfig":
         f = require(cfg, cls.REQUIRED, "Huginn")
+        init = cfg.get("init_values") or {}
+        require_positive({k: f[k] for k in ("rope_base", "norm_eps")}
+                         | {f"init_values.{k}": init[k] for k in ("embed_scale", "std", "out_proj", "embedding")
+                            if init.get(k) is not None}, "Huginn")
         for key, want in cls.SUPPORTED.items():
             if cfg.get(key, want) != want:
                 raise NotImplementedError(f"Huginn config: {key}={cfg[key]!r} is not supported (only {want!r})")
@@ -68,7 +72,6 @@ class HuginnConfig:
             raise NotImplementedError("Huginn config: the fused Wqkv layout has no grouped KV heads")
         if "head_dim" in cfg and cfg["head_dim"] * f["n_heads"] != f["n_embd"]:
             raise ValueError(f"Huginn config: head_dim {cfg['head_dim']} * n_heads {f['n_heads']} != n_embd")
-        init = cfg.get("init_values") or {}
         std = math.sqrt(2 / (5 * f["n_embd"]))
         return cls(vocab_size=int(cfg.get("padded_vocab_size") or f["vocab_size"]),
                    n_embd=f["n_embd"], n_heads=f["n_heads"], intermediate_size=f["intermediate_size"],

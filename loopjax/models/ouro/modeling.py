@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from loopjax.models import layers
 from loopjax.models.base import Architecture
 from loopjax.models.ouro import params as params_table
-from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_rotate_half,
-                                   split_heads)
+from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, require_positive, rope_angles,
+                                   rope_rotate_half, split_heads)
 
 MODEL_TYPE = "ouro"
 
@@ -44,6 +44,8 @@ class OuroConfig:
     @classmethod
     def from_hf(cls, cfg: dict) -> "OuroConfig":
         fields = require(cfg, cls.REQUIRED, "Ouro")
+        require_positive({k: fields[k] for k in ("rope_theta", "rms_norm_eps")}
+                         | {k: cfg[k] for k in ("head_dim", "initializer_range") if cfg.get(k) is not None}, "Ouro")
         act = cfg.get("hidden_act", "silu")
         if act != "silu":
             raise NotImplementedError(f"Ouro config: hidden_act {act!r} is not supported (only 'silu')")
