@@ -7,7 +7,6 @@ import pytest
 
 import loopjax
 from loopjax.analysis.complete import complete_spectrum, complete_spectrum_record
-from loopjax.analysis.tokens import token_spectrum
 from loopjax.engine.complete import CompleteSpectrum, complete_spectrum_of_map
 from loopjax.models import config_from_hf
 from loopjax.models.presets import preset
@@ -66,9 +65,15 @@ def test_norm_free_sum_rule_and_blocks_equal_dense(precision):
     assert np.max(np.abs(blocks.exponents - dense.exponents)) < 0.01
 
 
-def test_json_roundtrip():
+def test_blocks_probe_convention_and_json():
+    # block i of the blocks method is benettin(key=fold_in(key, i), tangent_mask=mask_i) (the token_spectrum
+    # convention); same compiled programs as the sum-rule test (float32)
     f, _, _, z0 = _causal_tanh()
-    r = complete_spectrum_of_map(f, z0, key=jax.random.key(1), steps=8, method="blocks")
+    r = complete_spectrum_of_map(f, z0, key=jax.random.key(1), steps=300, warmup=20, method="blocks")
+    mask = jnp.zeros((3, 4)).at[1].set(1.0)
+    one = loopjax.benettin(f, z0, k=4, steps=300, warmup=20, key=jax.random.fold_in(jax.random.key(1), 1),
+                           tangent_mask=mask)
+    np.testing.assert_allclose(np.sort(r.measured[r.block == 1]), np.sort(np.asarray(one.exponents)), atol=1e-5)
     back = CompleteSpectrum.from_json(r.to_json())
     np.testing.assert_array_equal(back.exponents, r.exponents)
     assert back.block.tolist() == r.block.tolist() and back.method == "blocks"
@@ -115,11 +120,10 @@ def test_tiny_model_fixed_point_blocks_dense_eig(models, name):
     assert np.median(np.abs(a - b)) < 0.01
 
 
-def test_blocks_equal_token_spectrum_and_record(models):
-    # same keys: the blocks method is token_spectrum(k=H) over all positions, number for number
-    model = models["ouro-tiny"]
-    r = complete_spectrum(model, IDS[:3], key=jax.random.key(5), steps=4, method="blocks")
-    ts = token_spectrum(model, IDS[:3], k=64, steps=4, key=jax.random.key(5))
-    np.testing.assert_allclose(r.measured, np.asarray(ts.union()), rtol=1e-5, atol=1e-5)
-    rec = complete_spectrum_record(model, [IDS[:3]], seed=0, steps=2, model_name="builtin:ouro-tiny-random")
-    assert rec["results"][0]["d"] == 192 and rec["summary"]["n_structural"] == [3]
+def test_record(models):
+    # the --k all JSON record; the settings of the fixed-point test, so its compiled program is reused
+    model = _fixed_point_models(models)["ouro-tiny-seed3"]
+    rec = complete_spectrum_record(model, [IDS], seed=0, steps=32, warmup=16, model_name="ouro-tiny-seed3")
+    res = CompleteSpectrum.from_json(rec["results"][0])
+    assert res.d == 384 and rec["summary"]["n_structural"] == [6] and res.structural_per_block().tolist() == [1] * 6
+    assert rec["results"][0]["exponents"][-1] is None and np.isclose(rec["summary"]["sum"][0], res.finite.sum())
