@@ -15,6 +15,8 @@ early_signals.begin_import()
 # isort: split
 from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
                               similarity, spectrum, spectrum_probe_seeds, split_key)
+from loopjax.analysis.complete import complete_spectrum
+from loopjax.engine.complete import CompleteSpectrum, complete_spectrum_of_map
 from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 from loopjax.io.loading import convert, load, source_dir
 from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
@@ -32,4 +34,5 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "benettin_sublayers", "benettin_continue", "concatenate", "LyapunovResult", "prompt_key", "split_key",
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
            "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
-           "lambda1_finite", "scale_injection", "padded_length", "validate_ids"]
+           "lambda1_finite", "scale_injection", "padded_length", "validate_ids", "complete_spectrum",
+           "complete_spectrum_of_map", "CompleteSpectrum"]
