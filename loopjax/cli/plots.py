@@ -381,3 +381,8 @@ def plot_token_lambda1(path, tokens: Sequence[str], lambda1: np.ndarray, model: 
         ax.set_title(f"{model}: per-token $\\lambda_1$ ({int(measured.sum())} of {L} positions{runs})")
         ax.legend(loc="best", fontsize=9)
         return _save(fig, path)
+
+
+# public names for the other figure modules (loopjax.cli.plot_dynamics)
+RC = _RC
+save_figure = _save
