@@ -24,6 +24,10 @@ from loopjax.models.loop_model import (LoopModel, context, early_exit, init_stat
                            scale_injection, sublayer_maps, trajectory, validate_ids)
 from loopjax.summary import summarize
 from loopjax.io.weights import save_hf, to_hf_tensors
+from loopjax.engine.clv import (CovariantResult, covariant_vectors, finite_time_exponents, finite_time_statistics,
+                                participation_ratio, sublayer_growth)
+from loopjax.analysis.clv import clv, clv_attribution, localisation
+from loopjax.analysis.readouts import attention_similarity, logit_lens
 
 __version__ = "0.1.0"
 
@@ -35,4 +39,7 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
            "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
            "lambda1_finite", "scale_injection", "padded_length", "validate_ids", "complete_spectrum",
-           "complete_spectrum_of_map", "CompleteSpectrum"]
+           "complete_spectrum_of_map", "CompleteSpectrum",
+           "covariant_vectors", "CovariantResult", "participation_ratio", "finite_time_exponents",
+           "finite_time_statistics", "sublayer_growth", "clv", "clv_attribution", "localisation", "logit_lens",
+           "attention_similarity"]

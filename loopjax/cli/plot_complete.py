@@ -12,12 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loopjax.cli.plots import DPI, OKABE_ITO  # noqa: E402
-
-# TODO(lead): use loopjax.cli.plots' rc/save helpers once they are public (_RC / _save today)
-_STYLE = {"axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "axes.grid": True, "grid.alpha": 0.3,
-          "axes.spines.top": False, "axes.spines.right": False, "font.size": 10, "axes.titlesize": 11,
-          "legend.frameon": False}
+from loopjax.cli.plots import OKABE_ITO, RC, save_figure  # noqa: E402
 
 
 def plot_spectrum_density(path, results: Sequence, model: str) -> Path:
@@ -25,7 +20,7 @@ def plot_spectrum_density(path, results: Sequence, model: str) -> Path:
     recs = [r if isinstance(r, dict) else r.to_json() for r in results]
     if not recs:
         raise ValueError("no complete spectra to plot")
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         lo = min(min(v for v in r["exponents"] if v is not None) for r in recs if any(v is not None
                                                                                        for v in r["exponents"]))
@@ -46,9 +41,7 @@ def plot_spectrum_density(path, results: Sequence, model: str) -> Path:
         ax.legend(loc="best", fontsize=8)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 def _fmt(x) -> str:

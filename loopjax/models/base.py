@@ -48,6 +48,11 @@ class Architecture:
         """Logits from a loop state."""
         raise NotImplementedError
 
+    def attention_probs(self, params, config, ctx, z) -> dict:
+        """{sublayer name: attention probabilities (heads, L, L)} of one loop step from state z (L, H), in
+        sublayer order (the softmax rows each attention-bearing sublayer computes on its way through the loop)."""
+        raise NotImplementedError(f"attention_probs is not implemented for {self.name}")
+
     def early_exit(self, params, config, states, threshold=None) -> dict:
         raise ValueError(f"early_exit is defined for Ouro models, not {self.name}")
 

@@ -85,21 +85,28 @@ def rope_interleaved(x, angles):
     return jnp.stack([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(x.shape)
 
 
-def causal_attention(q, k, v):
-    """Softmax(q k^T / sqrt(hd) + causal mask) v with GQA.
-
-    q: (..., L, nh, hd); k, v: (..., L, nkv, hd); kv head j serves query heads j*r .. j*r+r-1.
-    """
+def attention_probs(q, k):
+    """Softmax(q k^T / sqrt(hd) + causal mask): (..., nh, L, L), rows = queries. q: (..., L, nh, hd); k: (..., L,
+    nkv, hd) with GQA (kv head j serves query heads j*r .. j*r+r-1)."""
     nh, nkv, hd = q.shape[-2], k.shape[-2], q.shape[-1]
     if nh != nkv:
         k = jnp.repeat(k, nh // nkv, axis=-2)
-        v = jnp.repeat(v, nh // nkv, axis=-2)
     scores = jnp.einsum("...qhd,...khd->...hqk", q, k, precision=HIGHEST) * (hd ** -0.5)
     length = q.shape[-3]
     causal = jnp.tril(jnp.ones((length, length), dtype=bool))
     scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("...hqk,...khd->...qhd", probs, v, precision=HIGHEST)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def causal_attention(q, k, v):
+    """Softmax(q k^T / sqrt(hd) + causal mask) v with GQA (`attention_probs` applied to v).
+
+    q: (..., L, nh, hd); k, v: (..., L, nkv, hd); kv head j serves query heads j*r .. j*r+r-1.
+    """
+    nh, nkv = q.shape[-2], k.shape[-2]
+    if nh != nkv:
+        v = jnp.repeat(v, nh // nkv, axis=-2)
+    return jnp.einsum("...hqk,...khd->...qhd", attention_probs(q, k), v, precision=HIGHEST)
 
 
 def split_heads(x, heads: int, head_dim: int):

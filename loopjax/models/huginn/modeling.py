@@ -135,6 +135,8 @@ class Attention(nn.Module):
             bias = bias.astype(q.dtype)
             q, k = q + bias[0, 0], k + bias[1, 0]
         q, k = rope_interleaved(q, angles), rope_interleaved(k, angles)
+        if self.is_mutable_collection("intermediates"):  # only when asked (HuginnArchitecture.attention_probs)
+            self.sow("intermediates", "attention_probs", layers.attention_probs(q, k))
         return Linear(c.n_embd, c.init_out_std, name="proj")(merge_heads(causal_attention(q, k, v)))
 
 
@@ -255,6 +257,15 @@ class HuginnArchitecture(Architecture):
 
     def readout(self, params, config, ctx, z):
         return Huginn(config).apply({"params": params}, z, ctx["angles"], method=Huginn.readout)
+
+    def attention_probs(self, params, config, ctx, z):
+        """{"core_block.i": (heads, L, L)}: each core block's attention probabilities on one loop from z."""
+        z, out = _adapter(params, config, ctx, z), {}
+        for i in range(config.n_layers_in_recurrent_block):
+            z, state = Huginn(config).apply({"params": params}, i + 1, z, None, ctx["angles"],
+                                            method=Huginn.sublayer, mutable=["intermediates"])
+            out[f"core_block.{i}"] = jax.tree.leaves(state["intermediates"])[0]
+        return out
 
     def injection_fields(self, config=None):
         return () if config is not None and config.injection_type == "none" else ("injection",)

@@ -103,6 +103,8 @@ class OuroLayer(nn.Module):
         q = rope_rotate_half(split_heads(self.q_proj(x), c.num_attention_heads, c.head_dim), angles)
         k = rope_rotate_half(split_heads(self.k_proj(x), c.num_key_value_heads, c.head_dim), angles)
         v = split_heads(self.v_proj(x), c.num_key_value_heads, c.head_dim)
+        if self.is_mutable_collection("intermediates"):  # only when asked (OuroArchitecture.attention_probs)
+            self.sow("intermediates", "attention_probs", layers.attention_probs(q, k))
         return self.o_proj(merge_heads(causal_attention(q, k, v)))
 
     def mlp(self, x):
@@ -185,6 +187,15 @@ class OuroArchitecture(Architecture):
     def readout(self, params, config, ctx, z):
         """Logits from a loop state (already normed by the loop's final norm)."""
         return Ouro(config).apply({"params": params}, z, method=Ouro.head)
+
+    def attention_probs(self, params, config, ctx, z):
+        """{"layers.i": (heads, L, L)}: each decoder layer's attention probabilities on one loop from z."""
+        out = {}
+        for i in range(config.num_hidden_layers):
+            z, state = Ouro(config).apply({"params": params}, i, z, ctx["angles"], method=Ouro.sublayer,
+                                          mutable=["intermediates"])
+            out[f"layers.{i}"] = jax.tree.leaves(state["intermediates"])[0]
+        return out
 
     def early_exit(self, params, config, states, threshold=None):
         """Ouro's exit distribution over the loop states (S, ..., L, H), each already normed.
