@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from loopjax.engine.benettin import benettin_sublayers
+from loopjax.engine.lyapunov import benettin_sublayers
 from loopjax.engine.clv import (covariant_vectors, finite_time_exponents, finite_time_statistics, pairwise_angles,
                                 participation_ratio, position_weights, subspace_angle, sublayer_growth)
 from numpy_clv import ginelli, min_angle

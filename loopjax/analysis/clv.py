@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from loopjax.analysis.frontends import split_key
-from loopjax.engine.benettin import benettin_sublayers
+from loopjax.engine.lyapunov import benettin_sublayers
 from loopjax.engine.clv import (CovariantResult, covariant_vectors, participation_ratio, position_weights,
                                 sublayer_growth)
 from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map, sublayer_maps

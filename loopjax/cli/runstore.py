@@ -424,7 +424,7 @@ class ScanCheckpointer:
                 r = self.manager.restore(step, args=ocp.args.Composite(scan=ocp.args.StandardRestore(),
                                                                         meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - orbax raises anything; the CLI reports one line
-            from loopjax.io.checkpoint import _short
+            from loopjax.io.checkpoint import short_error as _short
 
             raise RunError(f"--resume: scan checkpoint {self.directory / str(step)} is unreadable ({_short(e)}); "
                            f"delete that folder (the prompt then continues from an earlier checkpoint or starts "

@@ -1,6 +1,6 @@
 """Complete Lyapunov spectra: all d exponents of a map, with the structural (-inf) ones reported apart.
 
-Two methods, both on top of `loopjax.engine.benettin.benettin` (used as a black box):
+Two methods, both on top of `loopjax.engine.lyapunov.benettin` (used as a black box):
 
 * ``"dense"``: Benettin with k = d probes (``probe_chunk`` bounds the JVP memory). Per step: d JVPs and one
   (d, d) QR, i.e. ~(4/3) d^3 flops of QR.
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.engine.benettin import LyapunovResult, benettin, orthogonality_error
+from loopjax.engine.lyapunov import LyapunovResult, benettin, orthogonality_error
 from loopjax.engine.dtypes import compute_dtype
 from loopjax.engine.dynamics import kaplan_yorke_dimension
 
