@@ -12,7 +12,10 @@ import numpy as np
 
 import loopjax
 from loopjax.analysis import tokens as positions
+from loopjax.analysis.readouts import attention_similarity, logit_lens
+from loopjax.engine.complete import CompleteSpectrum
 from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, concatenate
+from loopjax.engine.regime import Regime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,5 +221,74 @@ def _tokens_figures(folder, results, summary, title):
 
 TOKENS = Analysis("tokens", "tokens", _tokens,
                   lambda r: r.to_json(), dict, _tokens_figures)
+
+# ---- complete spectra (spectrum --k all) ---------------------------------------------------------------
+
+def _complete(model, ids, key, o, unit, core=None):
+    return loopjax.complete_spectrum(model, ids, key=key, steps=o.steps, warmup=o.warmup, method=o.method)
+
+
+def _complete_figures(folder, results, summary, title):
+    from loopjax.cli.plot_complete import plot_spectrum_density
+
+    return [plot_spectrum_density(folder / "spectrum_density.png", results, title)]
+
+
+COMPLETE = Analysis("complete", "complete", _complete, lambda r: r.to_json(), CompleteSpectrum.from_json,
+                    _complete_figures)
+
+
+# ---- dynamics: covariant vectors, finite-time λ1, logit lens, attention across loops ---------------------
+
+def _dynamics(model, ids, key, o, unit, core=None):
+    r = loopjax.clv(model, ids, k=min(o.clv_k, int(ids.shape[0]) * model.config.hidden_size), steps=o.window,
+                    warmup=o.warmup, key=key)
+    loc = loopjax.localisation(r)
+    taus = [t for t in o.taus if t <= o.window]
+    return {"clv": r.to_json(), "pr_positions_v1": float(np.mean(loc["positions"][:, 0])),
+            "weights_v1": np.asarray(loc["weights"][0], np.float64),
+            "finite_time_clv": loopjax.finite_time_statistics(r.log_growth, taus).to_json(),
+            "finite_time_gs": loopjax.finite_time_statistics(r.gs_log_growth, taus).to_json(),
+            "logit_lens": logit_lens(model, ids, steps=o.lens_steps, key=key).to_json(),
+            "attention": attention_similarity(model, ids, loops=o.attention_loops, key=key).to_json()}
+
+
+def _dynamics_figures(folder, results, summary, title):
+    from loopjax.cli import plot_dynamics as pd
+
+    lens = [r["logit_lens"] for r in results]
+    gate = [x["exit_gate_mean"] for x in lens] if lens[0]["exit_gate_mean"] is not None else None
+    first = results[0]
+    return [pd.plot_clv_angles(folder / "clv_angles.png", [r["clv"]["angles"] for r in results], title,
+                               split=[r["clv"]["split"] for r in results]),
+            pd.plot_localisation(folder / "clv_localisation.png", np.asarray(first["weights_v1"])[None],
+                                 f"{title}, prompt 0", show=1),
+            pd.plot_finite_time(folder / "finite_time_lambda1.png",
+                                [np.asarray(r["clv"]["gs_log_growth"])[:, 0] for r in results],
+                                first["finite_time_gs"]["taus"], title, label="Benettin (CLV window)"),
+            pd.plot_logit_lens(folder / "logit_lens.png", [x["entropy_mean"] for x in lens],
+                               [x["agreement"] for x in lens], title, exit_gate=gate),
+            pd.plot_attention_similarity(folder / "attention_similarity.png",
+                                         np.asarray(first["attention"]["matrix"]), first["attention"]["names"],
+                                         f"{title}, prompt 0", measure=first["attention"]["measure"])]
+
+
+DYNAMICS = Analysis("dynamics", "dynamics", _dynamics, lambda r: r, dict, _dynamics_figures)
+
+
+# ---- regimes -------------------------------------------------------------------------------------------
+
+def _regime(model, ids, key, o, unit, core=None):
+    return loopjax.regime(model, ids, key=key, k=o.k, min_steps=o.min_steps, max_steps=o.max_steps,
+                          max_period=o.max_period)
+
+
+def _regime_figures(folder, results, summary, title):
+    from loopjax.cli import plots
+
+    return [plots.plot_regimes(folder / "regimes.png", summary, title)]
+
+
+REGIME = Analysis("regime", "regime", _regime, lambda r: r.to_json(), Regime.from_json, _regime_figures)
 
 ANALYSES = {a.name: a for a in (SPECTRUM, ATTRIBUTION, SIMILARITY, TRAJECTORY, TOKENS)}

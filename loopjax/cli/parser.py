@@ -24,13 +24,21 @@ def seed_type(text: str) -> int:
     return v
 
 
+K_ALL = "all"  # `--k all`: every exponent (spectrum: the complete spectrum)
+
+
+def k_or_all(text: str):
+    """--k N, or `all` where the command takes it."""
+    return K_ALL if text.strip().lower() == K_ALL else int(text)
+
+
 def check_counts(args) -> None:
     """--warmup >= 0 and every given count option >= 1 (CLIError naming the flag)."""
     if getattr(args, "warmup", None) is not None:
         check_int("--warmup", args.warmup, 0, error=CLIError)
     for name in COUNT_OPTIONS:
         v = getattr(args, name, None)
-        if v is not None:
+        if v is not None and v != K_ALL:
             flag = f"--{name.replace('_', '-')}"
             if name == "steps" and "--loops" in getattr(args, "_argv", []):  # similarity's alias
                 flag = "--loops"
@@ -62,14 +70,15 @@ def add_model(g, *, default: str | None, report: bool = False) -> None:
 
 def add_common(p: argparse.ArgumentParser, *, model_default: str | None = None, model: bool = True,
                report: bool = False, k_default: int | None = None, steps_help: str = "loop steps T",
-               steps_default: int | None = None) -> None:
+               steps_default: int | None = None, k_all: bool = False) -> None:
     """The options every analysis command takes (model, prompts, seed, output folder, resume, ...)."""
     g = p.add_argument_group("common options")
     if model:
         add_model(g, default=model_default, report=report)
     if k_default is not None:
-        g.add_argument("--k", type=int, default=None,
-                       help=f"number of Lyapunov exponents (probe directions); default {k_default}")
+        g.add_argument("--k", type=k_or_all if k_all else int, default=None,
+                       help=f"number of Lyapunov exponents (probe directions); default {k_default}"
+                            + ("; `all`: all d = L*H exponents (the complete spectrum)" if k_all else ""))
     g.add_argument("--steps", type=int, default=None,
                    help=f"{steps_help}; default {steps_default}" if steps_default else steps_help)
     g.add_argument("--prompts", default=None, metavar="FILE",

@@ -451,3 +451,35 @@ def plot_contributions_vs_alpha(path, summary, title: str) -> Path:
         ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
         ax.set_title(f"{title}: sublayer contributions to $\\lambda_1$ vs injection scale")
         return save_figure(fig, path)
+
+
+# ---- regimes (numbers from loopjax.summary.RegimeSummary; nothing computed here) --------------------------
+
+REGIME_STYLE = {"fixed_point": (OKABE_ITO[2], "o"), "periodic": (OKABE_ITO[1], "s"),
+                "quasi_periodic": (OKABE_ITO[4], "D"), "chaotic": (OKABE_ITO[3], "^"),
+                "undetermined": ("0.55", "x"), "diverged": (OKABE_ITO[7], "v")}
+
+
+def plot_regimes(path, summary, model: str) -> Path:
+    """Per prompt: λ1 ± its standard error at the horizon the verdict used (top), coloured by verdict, and
+    that horizon (bottom, log scale): what each prompt's orbit does and how long it took to tell."""
+    with plt.rc_context(RC):
+        fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.2, 5.2), sharex=True, height_ratios=(3, 1.3))
+        x = np.arange(summary.n_prompts)
+        lam = np.asarray([np.nan if v is None else v for v in summary.lambda1], np.float64)
+        se = np.asarray([0.0 if v is None else v for v in summary.lambda1_se], np.float64)
+        for kind in dict.fromkeys(summary.kinds):
+            m = np.asarray([k == kind for k in summary.kinds])
+            color, marker = REGIME_STYLE.get(kind, ("0.3", "o"))
+            ax.errorbar(x[m], lam[m], yerr=se[m], fmt=marker, color=color, ms=6, capsize=3, lw=1.2,
+                        label=f"{kind.replace('_', ' ')} ({int(m.sum())})")
+            bx.bar(x[m], np.asarray(summary.horizons)[m], color=color, width=0.7)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_ylabel("$\\lambda_1$ at the verdict's horizon")
+        ax.legend(loc="best", fontsize=9)
+        ax.set_title(f"{model}: regime per prompt (adaptive horizon, {summary.n_prompts} prompts)")
+        bx.set_yscale("log")
+        bx.set_ylabel("horizon (steps)")
+        bx.set_xlabel("prompt")
+        bx.set_xticks(x)
+        return save_figure(fig, path)

@@ -47,18 +47,35 @@ def _blurb(name: str, r: dict) -> str:
     if name == "tokens":
         return (f"λ1 of each position's own block of the loop Jacobian (one probe, T={st['steps']}); the loop map "
                 f"is causal, so the prompt's spectrum is the union of the positions' spectra.")
-    if name == "tokens":
-        return (f"λ1 of each position's own block of the loop Jacobian (one probe, T={st['steps']}); the loop map "
-                f"is causal, so the prompt's spectrum is the union of the positions' spectra.")
+    if name == "regime":
+        return ("What each prompt's orbit does, decided by `loopjax.regime` at a horizon that grows until λ1 has "
+                "converged (the horizon is given per prompt; at the cap without convergence the verdict is "
+                "'undetermined'). A fixed point's exponents are log|eig J(z*)|, a cycle's its Floquet exponents; "
+                "'chaotic' needs λ1 > 0 beyond its error, a finite-perturbation check and no period; "
+                "'quasi_periodic' a non-closing orbit with λ1 = 0 within error. The per-prompt evidence is in "
+                "regime/results.json.")
+    if name == "complete":
+        return (f"All d = L·H exponents of the first prompts ({st['method']} method: the causal loop map's Jacobian is "
+                f"block lower-triangular over positions, so the spectrum is the union of the diagonal blocks'; "
+                f"T={st['steps']} after {st['warmup']} warm-up steps). Structural exponents (−inf: directions "
+                f"the map annihilates, one per position for a final RMSNorm) are counted apart; sums, Kaplan–Yorke "
+                f"dimension and Ruelle bound are per prompt over the finite ones (d differs between prompts).")
+    if name == "dynamics":
+        return (f"Covariant Lyapunov vectors (Ginelli; k={st['clv_k']}, window of {st['window']} loops after "
+                f"{st['warmup']}): the minimal angle between the unstable and the stable span (near 0: close to "
+                f"non-hyperbolic; with no positive exponent the split is after v1), v1's localisation over token "
+                f"positions, finite-time λ1; the logit lens (readout after each of {st['lens_steps']} loops) and "
+                f"attention-pattern similarity across {st['attention_loops']} loops.")
     if name == "ablation":
         return (f"The injection e scaled by alpha (the adapter sees concat(z, alpha·e)): λ1 (one probe, "
                 f"T={st['steps_lambda1']}) and the k=1 attribution per alpha; details: ablation/index.md.")
     return f"λ1 (one probe, T={st['steps']}) per prompt for each checkpoint."
 
 
-TITLES = {"spectrum": "Lyapunov spectrum", "attribution": "Per-sublayer attribution",
+TITLES = {"regime": "Regime per prompt (adaptive horizon)", "spectrum": "Lyapunov spectrum (the paper's protocol)", "attribution": "Per-sublayer attribution",
           "similarity": "Residual-stream similarity across loops", "trajectory": "Convergence of the loop",
-          "tokens": "λ1 per token", "ablation": "Input-injection ablation", "sweep": "λ1 across checkpoints"}
+          "tokens": "λ1 per token", "complete": "Complete spectrum",
+          "dynamics": "Covariant vectors, logit lens and attention across loops", "ablation": "Input-injection ablation", "sweep": "λ1 across checkpoints"}
 
 
 def _sections(results: dict) -> list[dict]:

@@ -4,21 +4,23 @@
     attribute    cli/commands/attribute.py    tokens      cli/commands/tokens.py
     sweep        cli/commands/sweep.py        similarity, trajectory   cli/commands/similarity.py
     report       cli/commands/report.py       ablate      cli/commands/ablate.py
-    train        cli/commands/train.py
+    train        cli/commands/train.py        regime      cli/commands/regime.py
+    dynamics     cli/commands/dynamics.py
 
 What they share (typed common options, the recorded settings, the per-prompt runner) is in `base`."""
 from __future__ import annotations
 
 import argparse
 
-from loopjax.cli.commands import ablate, attribute, convert, report, similarity, spectrum, sweep, tokens, train
+from loopjax.cli.commands import (ablate, attribute, convert, dynamics, regime, report, similarity, spectrum, sweep,
+                                  tokens, train)
 from loopjax.cli.commands.base import (BUILTIN_MODELS, DEFAULT_MODEL, PAPER, PRESETS, Command, Context)
 from loopjax.cli.commands.sweep import training_step
 from loopjax.cli.parser import HelpFormatter, Parser
 
 COMMANDS: tuple[Command, ...] = (convert.COMMAND, spectrum.COMMAND, attribute.COMMAND, tokens.COMMAND, sweep.COMMAND,
                                  similarity.SIMILARITY_COMMAND, similarity.TRAJECTORY_COMMAND, report.COMMAND,
-                                 ablate.COMMAND, train.COMMAND)
+                                 ablate.COMMAND, train.COMMAND, regime.COMMAND, dynamics.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,16 @@ import time
 from pathlib import Path
 
 from loopjax.cli import report
-from loopjax.cli.analyses import ANALYSES, ATTRIBUTION, SIMILARITY, SPECTRUM, TOKENS, TRAJECTORY
+from loopjax.cli.analyses import (ANALYSES, ATTRIBUTION, COMPLETE, DYNAMICS, REGIME, SIMILARITY, SPECTRUM, TOKENS,
+                                  TRAJECTORY)
 from loopjax.cli.commands import ablate
 from loopjax.cli.commands.attribute import AttributionSettings
 from loopjax.cli.commands.base import (BUILTIN_MODELS, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
                                        check_k, or_default, read_prompts, run_analysis, say, setup)
 from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
-from loopjax.cli.commands.spectrum import SpectrumSettings
+from loopjax.cli.commands.dynamics import DynamicsSettings
+from loopjax.cli.commands.regime import RegimeSettings
+from loopjax.cli.commands.spectrum import CompleteSettings, SpectrumSettings
 from loopjax.cli.commands.sweep import SweepSettings, run_sweep, sweep_list
 from loopjax.cli.commands.tokens import TokensSettings
 from loopjax.cli.parser import add_common, add_transient
@@ -36,6 +39,11 @@ class ReportSettings:
     similarity: SimilaritySettings
     trajectory: TrajectorySettings
     tokens: TokensSettings
+    regime: RegimeSettings
+    complete: CompleteSettings
+    dynamics: DynamicsSettings
+    complete_prompts: int = 2   # the complete spectrum (all d exponents) of the first N prompts
+    dynamics_prompts: int = 5   # CLVs, logit lens and attention of the first N prompts
 
     @classmethod
     def from_args(cls, args) -> "ReportSettings":
@@ -48,12 +56,19 @@ class ReportSettings:
                                                              steps=steps(args.attr_steps, "attribution")),
                    similarity=SimilaritySettings(args.loops),
                    trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory")),
-                   tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps))
+                   tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps),
+                   regime=RegimeSettings(),
+                   complete=CompleteSettings(steps=spectrum_steps, warmup=spectrum_steps),
+                   dynamics=DynamicsSettings(), complete_prompts=args.complete_prompts,
+                   dynamics_prompts=args.dynamics_prompts)
 
     def note(self) -> str:
-        return (f"report settings: spectrum k={self.spectrum.k}, T={self.spectrum.steps}; attribution "
+        return (f"report settings: regime per prompt at an adaptive horizon (k={self.regime.k}, up to "
+                f"{self.regime.max_steps} steps); the paper's protocol: spectrum k={self.spectrum.k}, T={self.spectrum.steps}; attribution "
                 f"k={self.attribution.k}, T={self.attribution.steps} (bars = direction 1, i.e. the k=1 lambda_1 "
-                f"contributions); similarity {self.similarity.loops} loops; trajectory {self.trajectory.steps} steps")
+                f"contributions); similarity {self.similarity.loops} loops; trajectory {self.trajectory.steps} steps; "
+                f"complete spectrum of the first {self.complete_prompts} prompts (T={self.complete.steps} after "
+                f"{self.complete.warmup}); CLVs / logit lens / attention of the first {self.dynamics_prompts}")
 
 
 def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[Path, dict]:
@@ -66,8 +81,12 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
     say(common.quiet, f"[{s.loaded.name}] {len(s.prompts)} prompts -> {s.out}")
     t0 = time.perf_counter()
     results = {analysis.name: run_analysis(common, ctx, analysis, s, getattr(rs, field))
-               for analysis, field in ((SPECTRUM, "spectrum"), (ATTRIBUTION, "attribution"),
+               for analysis, field in ((REGIME, "regime"), (SPECTRUM, "spectrum"), (ATTRIBUTION, "attribution"),
                                        (SIMILARITY, "similarity"), (TRAJECTORY, "trajectory"), (TOKENS, "tokens"))}
+    for analysis, field, n in ((COMPLETE, "complete", rs.complete_prompts), (DYNAMICS, "dynamics", rs.dynamics_prompts)):
+        if n:
+            first = dataclasses.replace(s, prompts=s.prompts[:n], tokens=s.tokens[:n])
+            results[analysis.name] = run_analysis(common, ctx, analysis, first, getattr(rs, field))
     if s.loaded.model.arch.injection_fields(s.loaded.model.config) and not args.no_ablation:  # Huginn
         results["ablation"] = ablate.run_ablation(common, ctx, s, ablate.AblationSettings.for_report(args))
     ckpts = sweep_list(args)
@@ -92,7 +111,7 @@ def run(args, ctx: Context) -> int:
         outs = [run_report_one(args, ctx, src, root / model_name(src))[0] for src in BUILTIN_MODELS]
     done = []
     for src, out in zip(BUILTIN_MODELS, outs):
-        results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "sweep")
+        results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "regime", "complete", "dynamics", "sweep")
                    if (out / a / "results.json").is_file()}
         done.append((model_name(src), out, results))
     report.write_top_index(root, done, model_panels(root, done))
@@ -135,7 +154,8 @@ def _report_parallel(args, root: Path) -> list[Path]:
     built-in run, is single-threaded); the parent shows one progress bar per model by counting the saved
     prompt files, and reports the first error line of a failed child."""
     n_prompts = len(read_prompts(Common.from_args(args)))
-    total = n_prompts * (len(ANALYSES) + len(sweep_list(args)))  # (a Huginn ablation's units are not counted)
+    total = (n_prompts * (len(ANALYSES) + 1 + len(sweep_list(args)))  # + regime (a Huginn ablation is not counted)
+             + min(n_prompts, args.complete_prompts) + min(n_prompts, args.dynamics_prompts))
     env, jobs, t0 = _child_env(), [], time.perf_counter()
     for src in BUILTIN_MODELS:
         out = root / model_name(src)
@@ -198,6 +218,10 @@ def add_options(p) -> None:
                    help="also run a lambda_1 sweep over these checkpoints")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sweep preset")
     p.add_argument("--sweep-steps", type=int, default=PAPER["sweep"]["steps"], help="sweep T")
+    p.add_argument("--complete-prompts", type=int, default=ReportSettings.complete_prompts, metavar="N",
+                   help="the complete spectrum (all d exponents, causal blocks) of the first N prompts; 0: none")
+    p.add_argument("--dynamics-prompts", type=int, default=ReportSettings.dynamics_prompts, metavar="N",
+                   help="CLVs, finite-time lambda_1, logit lens and attention similarity of the first N prompts")
     p.add_argument("--no-ablation", action="store_true",
                    help="skip the input-injection ablation that report runs for Huginn models (`loopjax ablate`)")
     p.add_argument("--jobs", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 1,
