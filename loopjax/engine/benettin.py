@@ -14,9 +14,11 @@ QR after every map; since J = J_{n-1}...J_0 the per-sublayer exponents sum to th
 
 Options (all inside one ``lax.scan``):
   * ``warmup``: steps that evolve state and probes (with QR) before recording starts.
-  * ``renorm_every=r``: QR only at every r-th step (and the last one); tangents are propagated
-    un-normalised in between and the rows of ``log_growth`` at non-QR steps are 0, so the exponents are
-    still ``sum / steps``. For sublayer runs the attribution is then only meaningful at r=1.
+  * ``renorm_every=r``: QR only at every r-th step (and the last one); in between, the tangent columns are
+    scaled to unit norm every step (cheap, and nothing underflows however strongly the map contracts) and
+    their log norms are added to the next QR's log|diag R|, so the rows of ``log_growth`` at non-QR steps
+    are 0 and the exponents are still ``sum / steps``. For sublayer runs the attribution is then only
+    meaningful at r=1.
   * ``probe_chunk=c``: the k JVPs run in chunks of c (``lax.map(..., batch_size=c)``) to bound memory.
   * ``mesh``: a ``jax.sharding.Mesh``; the probe axis is sharded over all its devices for the JVPs and
     gathered for the QR (k must be a multiple of ``mesh.size``). An axis named ``"prompts"`` is left to a
@@ -188,33 +190,43 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         Q, R = jnp.linalg.qr(W, mode="reduced")
         return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
 
+    def advance(g, u, Q, pending, do_qr):
+        """One map: tangents, then QR (renorm_every=1) or, between QRs, unit columns with their log norms
+        held in `pending` and added to the next QR's log|diag R| (so nothing underflows in between)."""
+        u, W = tangents(g, u, Q)
+        if renorm_every == 1:
+            return (u, *qr(W), pending)
+        W, ln = normalise_columns(W)
+        acc = pending + ln
+        Q, lg_qr = jax.lax.cond(do_qr, qr, lambda W: (W, jnp.zeros(k, dt)), W)
+        # a non-QR row is 0, or the non-finite log norm itself (a collapsed column is reported at its step)
+        lg = jnp.where(do_qr, lg_qr + acc, jnp.where(jnp.isfinite(ln), 0, ln))
+        return u, Q, lg, jnp.where(do_qr, 0, acc)
+
     def step(carry, g_idx):
-        z, Q, s, c = carry
+        z, Q, s, c, pend = carry
         in_warmup = g_idx < warmup
         local = jnp.where(in_warmup, g_idx, g_idx - warmup)
         last = jnp.where(in_warmup, warmup, n) - 1
         do_qr = ((local + 1) % renorm_every == 0) | (g_idx == last)
-        u, logs, ok = z, [], []
-        for g in maps:
-            u, W = tangents(g, u, Q)
-            if renorm_every == 1:
-                Q, lg = qr(W)
-            else:
-                Q, lg = jax.lax.cond(do_qr, qr, lambda W: (W, jnp.zeros(k, dt)), W)
+        u, logs, ok, pends = z, [], [], []
+        for j, g in enumerate(maps):
+            u, Q, lg, p = advance(g, u, Q, pend[j], do_qr)
             logs.append(lg)
+            pends.append(p)
             ok.append(jnp.all(jnp.isfinite(u)))
         lg = jnp.stack(logs)
         # Kahan-compensated running sum: float32 sums stay accurate over ~1e5+ steps.
         y = jnp.where(in_warmup, 0, lg) - c
         s_new = s + y
         c = (s_new - s) - y
-        return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), norm(z))
+        return (u, Q, s_new, c, jnp.stack(pends)), (lg, s_new, jnp.stack(ok), norm(z))
 
     if remat:  # reverse mode stores only the carry per step and recomputes the step's internals
         step = jax.checkpoint(step)
     with jax.default_matmul_precision("highest"):
-        (z, Q, s, c), (lg_all, sums, state_ok, norms) = jax.lax.scan(
-            step, (z0, Q0, s0, c0), jnp.arange(n))
+        (z, Q, s, c, _), (lg_all, sums, state_ok, norms) = jax.lax.scan(
+            step, (z0, Q0, s0, c0, jnp.zeros_like(s0)), jnp.arange(n))
     t = t0 + jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
     lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / t[-1]
     if squeeze:  # a single map: drop the sublayer axis
@@ -231,6 +243,15 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         log_sum=s,
         compensation=c,
     )
+
+
+def normalise_columns(W):
+    """(W with unit columns, log of the column norms); norms scaled by max|column| so tiny columns do not
+    underflow. A zero column stays zero with log norm -inf."""
+    scale = jnp.max(jnp.abs(W), axis=0)
+    safe = jnp.where(scale > 0, scale, 1)
+    norms = jnp.sqrt(jnp.sum((W / safe) ** 2, axis=0)) * scale
+    return W / jnp.where(norms > 0, norms, 1), jnp.log(norms)
 
 
 @functools.partial(jax.jit, static_argnames=("d", "k", "dtype"))
@@ -368,7 +389,7 @@ def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
     t, j = np.argwhere(bad)[0]  # row-major: first step, then first sublayer
     when = f"warmup step {t}" if t < warmup else f"step {t - warmup}"
     sub = f" (sublayer {j}{f' {names[j]!r}' if names[j] != f'map{j}' else ''})" if names else ""
-    if bad_lg[t, j]:
+    if bad_lg[t, j] and state_ok[t, j]:  # a non-finite state is reported as such, whatever its tangents did
         row = lg_all[t, j]
         if np.isnan(row).any() or np.isposinf(row).any():
             why = "the map diverged"
