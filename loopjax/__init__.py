@@ -10,8 +10,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # isort: split
 from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
-                              similarity, spectrum, spectrum_probe_seeds, split_key)
-from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
+                              regime, similarity, spectrum, spectrum_probe_seeds, split_key)
+from loopjax.analysis.tokens import token_spectrum
+from loopjax.engine.dynamics import (kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy,
+                                     ruelle_bound)
+from loopjax.engine.regime import Regime, RegimeCriteria, classify_regime
+from loopjax.engine.stats import holm_sign_counts
 from loopjax.io.loading import convert, load, source_dir
 from loopjax.engine.benettin import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 from loopjax.models.loop_model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
@@ -26,4 +30,5 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "benettin_sublayers", "benettin_continue", "concatenate", "LyapunovResult", "prompt_key", "split_key",
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
            "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
-           "lambda1_finite", "scale_injection", "padded_length", "validate_ids"]
+           "lambda1_finite", "scale_injection", "padded_length", "validate_ids", "classify_regime", "regime", "Regime",
+           "RegimeCriteria", "token_spectrum", "ruelle_bound", "holm_sign_counts"]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
+from loopjax.engine.regime import Regime, classify_regime
 from loopjax.engine.benettin import PROMPT_AXIS, benettin, benettin_sublayers
 from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 from loopjax.models.loop_model import init_state as init_state_of
@@ -244,5 +245,21 @@ def lambda1_finite(model: LoopModel, tokens, *, steps=64, key=None, d0_relative=
     return lambda1_perturbation(f, z0, steps=steps, d0=d0, key=split_key(key)[1])
 
 
+def regime(model: LoopModel, tokens, *, key=None, init_state=None, **options) -> Regime | list[Regime]:
+    """The regime of the loop's orbit for a prompt (`loopjax.classify_regime` of the loop map), from the same
+    start state as the other front-ends: z_0 from split_key(key)[0] (Huginn's random state; Ouro ignores it),
+    the Benettin probes from split_key(key)[1]. `options` pass to classify_regime (k, n_exponents, min_steps,
+    max_steps, max_period, criteria). (B, L) tokens or a list of prompts give a list, prompt b with key
+    fold_in(key, b) as in `spectrum` (init_state is then not accepted)."""
+    if _is_ragged(tokens) or jnp.ndim(tokens) == 2:
+        if init_state is not None:
+            raise ValueError("several prompts take no init_state= (it is drawn per prompt)")
+        key = default_key(key)
+        return [regime(model, t, key=jax.random.fold_in(key, b), **options) for b, t in enumerate(tokens)]
+    state_key, probe_key = split_key(key)
+    f, z0 = loop_map(model, check_ids(model, tokens), key=state_key, init_state=init_state)
+    return classify_regime(f, z0, key=probe_key, **options)
+
+
 __all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
-           "spectrum_probe_seeds", "orbit", "lambda1_finite"]
+           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime"]
