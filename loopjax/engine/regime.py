@@ -24,8 +24,8 @@ Model-free like the rest of the engine: ``f`` maps an array to an array of the s
      from then on) by T/2, so the λ1 tail lies on it; z* = the state after the orbit check, refined by Newton
      (dense Jacobian when d <= dense_max, else GMRES on the JVP) when its residual ||f(z*) - z*|| /
      max(||z*||, floor) exceeds residual_tol; exponents = log|eig J(z*)| (dense eig of the jacfwd Jacobian,
-     or orthogonal iteration at z*: Benettin started there, where the state stays), whose largest must
-     agree with the Benettin λ1 within max(agree_atol, 3 se);
+     or Arnoldi (ARPACK, largest modulus) on the JVP at z*), whose largest must agree with the Benettin λ1
+     within max(agree_atol, 3 se);
    * periodic: it closes with period p > 1 (settled by T/2 likewise); Floquet exponents (1/p) log|eig(J_{p-1} ... J_0)| on the cycle
      (the dense product, or Benettin over whole periods of the cycle), agreeing with λ1 as above;
    * chaotic: no period, λ1 - 2 se > 0 and λ1 > zero_atol, and the finite-perturbation λ1
@@ -75,7 +75,7 @@ class RegimeCriteria:
     dense_max: int = 512         # dense Jacobian / eig when d <= dense_max
     newton_steps: int = 8        # at most this many Newton steps (each kept only if it lowers the residual)
     residual_tol: float | None = None  # Newton runs when ||f(z)-z||/||z|| > this (None: 100 eps of the dtype)
-    eig_steps: int = 512         # orthogonal-iteration / cycle-Benettin steps (tail half averaged)
+    eig_steps: int = 512         # cycle-Benettin steps for large cycles (whole periods of the last half)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,10 +197,14 @@ def _transient(f, z0, floor, rtol, p, n):
     return int(last) + 1
 
 
+TAIL_BATCHES = 16  # batch-means se of the tail mean: 16 batches (few, long batches: an oscillating
+                   # λ1 column, e.g. on an invariant circle, inflates the se less than with sqrt(T) batches)
+
+
 def _tail(lg):
-    """(mean, batch-means se) over the last half of a (T, k) log-growth record."""
+    """(mean, batch-means se with TAIL_BATCHES batches) over the last half of a (T, k) log-growth record."""
     tail = lg[lg.shape[0] // 2:]
-    return tail.mean(axis=0), np.atleast_1d(batch_means_se(tail))
+    return tail.mean(axis=0), np.atleast_1d(batch_means_se(tail, n_batches=min(TAIL_BATCHES, tail.shape[0])))
 
 
 def _log_moduli(M, n):
@@ -250,15 +254,38 @@ def _benettin_record(f, z, *, k, key, steps, segment):
     return np.concatenate(lg)
 
 
+@jax.jit
+def _jvp(f, z, u):
+    return _tangent_map(f, z, u)
+
+
+def _arnoldi_log_moduli(f, z, k):
+    """The k largest log|eig J_f(z)| by implicitly restarted Arnoldi (scipy ARPACK, which='LM') on the JVP,
+    asking for k + 4 (a cluster of nearly equal moduli is then resolved) at a tolerance near the dtype's
+    eps (a loose tolerance can converge to the wrong members of a cluster). Returns (log moduli, note)."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs  # scipy: a dependency of jax
+    d, shape, dt = z.size, z.shape, z.dtype
+    op = LinearOperator((d, d), dtype=np.float64, matvec=lambda v: np.asarray(
+        _jvp(f, z, jnp.asarray(np.real(v).reshape(shape), dt)), np.float64).reshape(-1))
+    n = min(k + 4, d - 2)
+    tol = float(jnp.finfo(dt).eps)
+    note = f"Arnoldi (ARPACK, largest modulus, {n} eigenvalues, tol {tol:.1e}) on the JVP at z*"
+    try:
+        mu = eigs(op, k=n, which="LM", tol=tol, ncv=min(d, max(2 * n + 1, 32)), maxiter=50 * d,
+                  v0=np.ones(d) / math.sqrt(d), return_eigenvectors=False)
+    except ArpackNoConvergence as e:
+        mu, note = e.eigenvalues, note + f" (NOT converged: {len(e.eigenvalues)} of {n})"
+    with np.errstate(divide="ignore"):
+        return np.sort(np.log(np.abs(mu)))[::-1][:k], note
+
+
 def _eigen_exponents(f, z, ctx):
-    """The k largest log|eig J_f(z*)| and how they were computed: dense eig when d <= dense_max, else
-    orthogonal iteration, i.e. Benettin started at z* (where the state stays, to the residual), last half."""
+    """The k largest log|eig J_f(z*)| and how they were computed: dense eig of the jacfwd Jacobian when
+    d <= dense_max, else Arnoldi (ARPACK) on the JVP at z*."""
     c, k = ctx["criteria"], ctx["k"]
     if z.size <= c.dense_max:
         return _log_moduli(_dense_jacobian(f, z), k), "dense eig of the jacfwd Jacobian at z*"
-    lg = _benettin_record(f, z, k=k, key=jax.random.fold_in(ctx["key"], 2), steps=ctx["eig_steps"],
-                          segment=ctx["segment"])
-    return np.sort(_tail(lg)[0])[::-1], f"orthogonal iteration at z* ({ctx['eig_steps']} steps, last half)"
+    return _arnoldi_log_moduli(f, z, k)
 
 
 def _floquet_exponents(f, cycle, ctx):
@@ -417,7 +444,7 @@ def _segment_failed(f, start, T, seg, err, ctx):
     return _regime("undetermined", ctx, reason=f"the Benettin segment from step {T} failed: {err}")
 
 
-def classify_regime(f: Callable | Partial, z0, *, key, k: int = 4, min_steps: int = 64, max_steps: int = 4096,
+def classify_regime(f: Callable | Partial, z0, *, key, k: int = 4, min_steps: int = 64, max_steps: int = 8192,
                     max_period: int = 128, criteria: RegimeCriteria | None = None) -> Regime:
     """The regime of the orbit of z0 under f, decided at a converged horizon (see the module docstring).
 
