@@ -151,11 +151,14 @@ def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None,
 
 
 def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=None, init_state=None, pad_multiple=8,
-                **engine):
+                relative=False, **engine):
     """Per-sublayer exponents: Benettin with a QR after every named sublayer (Ouro: each decoder layer and the
     final norm; Huginn: the adapter and each core block). exponents (n_sub, k) sum over sublayers to the
     full-step spectrum from the same start; `.names` names the rows. A list of prompts runs as padded
-    batches, as in `spectrum`."""
+    batches, as in `spectrum`. relative=True subtracts each sublayer's own state growth
+    log(||z_out||/||z_in||) per step (gauge-relative: unchanged by a rescaling of the state between
+    sublayers; the rows then sum to `.total()` - `.net_state_growth()`); see loopjax.benettin_sublayers."""
+    engine = {**engine, "relative": relative}
     if _is_ragged(tokens):
         if probes is not None or init_state is not None:
             raise ValueError("a list of prompts takes no probes= / init_state= (they are drawn per prompt)")

@@ -82,13 +82,26 @@ class LyapunovResult:
     state_norms: jax.Array
     log_sum: jax.Array | None = None          # the Kahan-compensated sum of log_growth over all recorded steps
     compensation: jax.Array | None = None     # its Kahan compensation term (to continue the sum exactly)
+    state_growth: jax.Array | None = None     # relative runs: (n_maps,) mean log(||z_out||/||z_in||) per step
+    state_log_sum: jax.Array | None = None    # its sum over all recorded steps (to continue exactly)
     names: tuple[str, ...] | None = flax.struct.field(pytree_node=False, default=None)
+    relative: bool = flax.struct.field(pytree_node=False, default=False)
     total_steps: int | None = flax.struct.field(pytree_node=False, default=None)  # incl. earlier segments
     stored_orthogonality_error: float | None = flax.struct.field(pytree_node=False, default=None)  # from_json
 
     def total(self):
-        """Exponents of the full step: summed over sublayers for sublayer runs."""
-        return self.exponents.sum(axis=-2) if self.names is not None else self.exponents
+        """Exponents of the full step: summed over sublayers for sublayer runs (plus the subtracted state
+        growth for relative runs, so it is the full-step spectrum either way)."""
+        if self.names is None:
+            return self.exponents
+        if self.relative:
+            return self.exponents.sum(axis=-2) + self.net_state_growth()[..., None]
+        return self.exponents.sum(axis=-2)
+
+    def net_state_growth(self):
+        """Relative runs: the state's net log growth per step, log(||z_T|| / ||z_0||) / T = the sum of the
+        sublayers' state growth; the relative contributions sum to total() minus it (the sum rule)."""
+        return None if self.state_growth is None else self.state_growth.sum(axis=-1)
 
     def sorted(self):
         """`total()` sorted in descending order."""
@@ -114,10 +127,13 @@ class LyapunovResult:
             "state_norms": tolist(self.state_norms),
             "orthogonality_error": tolist(self.orthogonality_error()),
             "total_steps": self.total_steps,
+            "relative": bool(self.relative),
+            "state_growth": tolist(self.state_growth) if self.state_growth is not None else None,
+            "net_state_growth": tolist(self.net_state_growth()) if self.state_growth is not None else None,
         }
 
     ARRAYS = ("exponents", "log_growth", "running", "final_state", "final_probes", "state_norms", "log_sum",
-              "compensation")
+              "compensation", "state_growth", "state_log_sum")
 
     def to_arrays(self) -> dict:
         """Every array field (for an orbax checkpoint of a run in progress); `from_arrays` inverts it."""
@@ -126,7 +142,8 @@ class LyapunovResult:
     @classmethod
     def from_arrays(cls, arrays: dict, *, total_steps: int, names=None) -> "LyapunovResult":
         return cls(**{name: jnp.asarray(arrays[name]) if name in arrays else None for name in cls.ARRAYS},
-                   names=tuple(names) if names is not None else None, total_steps=int(total_steps))
+                   names=tuple(names) if names is not None else None, total_steps=int(total_steps),
+                   relative="state_growth" in arrays)
 
     @classmethod
     def from_json(cls, d: dict) -> "LyapunovResult":
@@ -135,7 +152,8 @@ class LyapunovResult:
         return cls(exponents=arr("exponents"), log_growth=arr("log_growth"), running=arr("running"),
                    final_state=None, final_probes=None, state_norms=arr("state_norms"),
                    names=tuple(d["names"]) if d.get("names") is not None else None,
-                   total_steps=d.get("total_steps") or d["steps"],
+                   total_steps=d.get("total_steps") or d["steps"], relative=bool(d.get("relative", False)),
+                   state_growth=arr("state_growth") if d.get("state_growth") is not None else None,
                    stored_orthogonality_error=(np.asarray(d["orthogonality_error"], np.float64).max()
                                                if d.get("orthogonality_error") is not None else None))
 
@@ -209,23 +227,25 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         local = jnp.where(in_warmup, g_idx, g_idx - warmup)
         last = jnp.where(in_warmup, warmup, n) - 1
         do_qr = ((local + 1) % renorm_every == 0) | (g_idx == last)
-        u, logs, ok, pends = z, [], [], []
+        u, logs, ok, pends, grow = z, [], [], [], []
         for j, g in enumerate(maps):
+            u_in = u
             u, Q, lg, p = advance(g, u, Q, pend[j], do_qr)
             logs.append(lg)
             pends.append(p)
             ok.append(jnp.all(jnp.isfinite(u)))
+            grow.append(jnp.log(norm(u) / norm(u_in)))  # the sublayer's own state growth
         lg = jnp.stack(logs)
         # Kahan-compensated running sum: float32 sums stay accurate over ~1e5+ steps.
         y = jnp.where(in_warmup, 0, lg) - c
         s_new = s + y
         c = (s_new - s) - y
-        return (u, Q, s_new, c, jnp.stack(pends)), (lg, s_new, jnp.stack(ok), norm(z))
+        return (u, Q, s_new, c, jnp.stack(pends)), (lg, s_new, jnp.stack(ok), norm(z), jnp.stack(grow))
 
     if remat:  # reverse mode stores only the carry per step and recomputes the step's internals
         step = jax.checkpoint(step)
     with jax.default_matmul_precision("highest"):
-        (z, Q, s, c, _), (lg_all, sums, state_ok, norms) = jax.lax.scan(
+        (z, Q, s, c, _), (lg_all, sums, state_ok, norms, grow) = jax.lax.scan(
             step, (z0, Q0, s0, c0, jnp.zeros_like(s0)), jnp.arange(n))
     t = t0 + jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
     lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / t[-1]
@@ -240,6 +260,7 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         state_norms=jnp.concatenate([norms[warmup:], norm(z)[None]]),
         state_ok=state_ok,
         lg_all=lg_all,
+        state_growth=grow[warmup:],  # (steps, n_maps) log(||z_out|| / ||z_in||) per sublayer and step
         log_sum=s,
         compensation=c,
     )
@@ -307,8 +328,19 @@ def _masked_probes(key, mask, k, dt):
     return jnp.zeros((np.asarray(mask).size, k), dt).at[idx].set(q)
 
 
+def _relative(out, previous, t0, steps):
+    """The relative fields: each sublayer's state growth subtracted from its log-growth, per step."""
+    g = out["state_growth"]  # (steps, n_maps)
+    g0 = jnp.zeros(g.shape[1:], g.dtype) if previous is None else jnp.asarray(previous.state_log_sum, g.dtype)
+    cum = g0 + jnp.cumsum(g, axis=0)
+    t = t0 + jnp.arange(1, steps + 1, dtype=g.dtype)[:, None]
+    mean = cum[-1] / (t0 + steps)
+    return dict(exponents=out["exponents"] - mean[:, None], log_growth=out["log_growth"] - g[:, :, None],
+                running=out["running"] - (cum / t)[:, :, None], state_growth=mean, state_log_sum=cum[-1])
+
+
 def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze,
-         previous=None, remat=False, tangent_mask=None):
+         previous=None, remat=False, tangent_mask=None, relative=False):
     if len(maps) == 0:
         raise ValueError("maps is empty: need at least one map")
     maps = tuple(g if isinstance(g, Partial) else Partial(g) for g in maps)
@@ -374,11 +406,13 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze, remat=remat)
     if not _is_traced(out):
         _raise_if_nonfinite(np.asarray(out["lg_all"]), np.asarray(out["state_ok"]), warmup, names)
+    fields = dict(exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"])
+    if relative:
+        fields = _relative(out, previous, t0, steps)
     return LyapunovResult(
-        exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"],
-        final_state=out["final_state"], final_probes=out["final_probes"],
+        **fields, final_state=out["final_state"], final_probes=out["final_probes"],
         state_norms=out["state_norms"], log_sum=out["log_sum"], compensation=out["compensation"],
-        names=names, total_steps=t0 + steps)
+        names=names, total_steps=t0 + steps, relative=relative)
 
 
 def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
@@ -423,10 +457,19 @@ def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps:
                        probes=None, warmup: int = 0, renorm_every: int = 1,
                        probe_chunk: int | None = None, mesh=None,
                        names: Sequence[str] | None = None, remat: bool = False,
-                       tangent_mask=None) -> LyapunovResult:
+                       tangent_mask=None, relative: bool = False) -> LyapunovResult:
     """Per-sublayer exponents (n_maps, k) of the step maps[-1] o ... o maps[0], QR after every map.
 
     `names` (optional) labels the maps; it defaults to ("map0", "map1", ...).
+
+    relative=False (plain): row j is the mean log|diag R| after map j, the growth of the tangent columns
+    through that map. It depends on the coordinates between sublayers: rescaling the state by c after map j
+    and by 1/c in map j+1 (f unchanged) adds ln c to row j and -ln c to row j+1.
+    relative=True (gauge-relative): each row has the map's own state growth log(||z_out|| / ||z_in||)
+    subtracted per step (`state_growth`), so a rescaling of the state between sublayers cancels out of every
+    row; the rows then sum to total() - net_state_growth() (the full exponents minus the state's net log
+    growth, ~0 on a bounded orbit). Neither form is coordinate-free (a non-scalar change of coordinates
+    between sublayers still moves the contributions).
     """
     maps = tuple(maps)
     if names is None:
@@ -435,7 +478,7 @@ def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps:
         raise ValueError(f"got {len(names)} names for {len(maps)} maps")
     return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
-                squeeze=False, remat=remat, tangent_mask=tangent_mask)
+                squeeze=False, remat=remat, tangent_mask=tangent_mask, relative=bool(relative))
 
 
 def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_every: int = 1,
@@ -453,7 +496,7 @@ def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_ever
     k = previous.exponents.shape[-1]
     return _run(maps, previous.final_state, k=k, steps=steps, key=None, probes=previous.final_probes, warmup=0,
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=previous.names,
-                squeeze=not sublayers, previous=previous)
+                squeeze=not sublayers, previous=previous, relative=previous.relative)
 
 
 def concatenate(segments: Sequence[LyapunovResult]) -> LyapunovResult:
