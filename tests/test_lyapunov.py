@@ -341,3 +341,19 @@ def test_nan_state_is_reported_as_a_state():
     for r in (1, 16):
         with pytest.raises(FloatingPointError, match=r"non-finite state at step 3: the map diverged"):
             benettin(nan_at_3, jnp.ones(2), k=2, steps=32, renorm_every=r, key=KEY)
+
+
+def test_engine_options_equal_the_keywords():
+    from loopjax.engine.benettin import EngineOptions, benettin_continue
+    f = Partial(linear, jnp.asarray(linear_matrices()["nonnormal"], jnp.float32))
+    opts = EngineOptions(warmup=10, renorm_every=2, probe_chunk=2)
+    a = benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options=opts)
+    b = benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, warmup=10, renorm_every=2, probe_chunk=2)
+    np.testing.assert_array_equal(a.exponents, b.exponents)
+    c = benettin_continue(f, a, steps=20, options=opts)
+    d = benettin_continue(f, b, steps=20, renorm_every=2, probe_chunk=2)
+    np.testing.assert_array_equal(c.exponents, d.exponents)
+    with pytest.raises(ValueError, match="either options= or the keywords, not both: warmup"):
+        benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options=opts, warmup=3)
+    with pytest.raises(TypeError, match="options must be an EngineOptions"):
+        benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options={"warmup": 3})

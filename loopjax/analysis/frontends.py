@@ -12,7 +12,7 @@ import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
 from loopjax.engine.regime import Regime, classify_regime
-from loopjax.engine.benettin import PROMPT_AXIS, benettin, benettin_sublayers
+from loopjax.engine.benettin import PROMPT_AXIS, benettin, benettin_sublayers, random_probes
 from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 from loopjax.models.loop_model import init_state as init_state_of
 
@@ -99,8 +99,8 @@ def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_mu
             z0 = init_state_of(model, prompts[i], key=state_key)
             ids_b.append(jnp.pad(prompts[i], (0, Lb - L)))
             z0_b.append(jnp.pad(z0, ((0, Lb - L), (0, 0))))
-            q = jax.random.normal(probe_key, (L * H, k), z0.dtype)
-            q_b.append(jnp.pad(jnp.linalg.qr(q, mode="reduced")[0], ((0, (Lb - L) * H), (0, 0))))
+            q = random_probes(probe_key, d=L * H, k=k, dtype=jnp.dtype(z0.dtype))
+            q_b.append(jnp.pad(q, ((0, (Lb - L) * H), (0, 0))))
             m_b.append(jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], (Lb, H)))
 
         def one(ids, z0, q0, mask):

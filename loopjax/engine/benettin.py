@@ -40,8 +40,9 @@ checks that need concrete values are then skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -61,7 +62,44 @@ __all__ = [
     "running_average",
     "orthogonality_error",
     "spread",
+    "random_probes",
+    "normalise_columns",
+    "EngineOptions",
 ]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EngineOptions:
+    """How a Benettin run is executed (not what it computes, except `warmup` and `tangent_mask`): one value to
+    pass as `options=` to benettin / benettin_sublayers / benettin_continue instead of the keywords of the
+    same names (see the module docstring). benettin_continue uses renorm_every, probe_chunk, mesh and
+    tangent_mask (a continuation has no warmup; remat applies to differentiated runs)."""
+
+    warmup: int = 0
+    renorm_every: int = 1
+    probe_chunk: int | None = None
+    mesh: Any = None
+    remat: bool = False
+    tangent_mask: Any = None
+
+    def replace(self, **changes) -> "EngineOptions":
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULTS = EngineOptions()
+
+
+def _resolve(options: EngineOptions | None, **keywords) -> dict:
+    """The keywords, or options' fields when options is given (then every keyword must be at its default)."""
+    if options is None:
+        return keywords
+    if not isinstance(options, EngineOptions):
+        raise TypeError(f"options must be an EngineOptions, got {type(options).__name__}")
+    differs = lambda v, d: v is not None if d is None else bool(v != d)  # noqa: E731
+    clash = [n for n, v in keywords.items() if differs(v, getattr(_DEFAULTS, n))]
+    if clash:
+        raise ValueError(f"give either options= or the keywords, not both: {', '.join(clash)}")
+    return {n: getattr(options, n) for n in keywords}
 
 
 @flax.struct.dataclass
@@ -276,7 +314,9 @@ def normalise_columns(W):
 
 
 @functools.partial(jax.jit, static_argnames=("d", "k", "dtype"))
-def _random_probes(key, *, d, k, dtype):
+def random_probes(key, *, d, k, dtype):
+    """k orthonormal probes (d, k): Q of the QR of a standard normal (d, k) draw from `key` (every probe draw
+    of loopjax goes through this)."""
     return jnp.linalg.qr(jax.random.normal(key, (d, k), dtype), mode="reduced")[0]
 
 
@@ -324,7 +364,7 @@ def _masked_probes(key, mask, k, dt):
     idx = np.flatnonzero(np.asarray(mask).reshape(-1))
     if k > idx.size:
         raise ValueError(f"k={k} probes exceed the {idx.size} coordinates tangent_mask leaves free")
-    q = _random_probes(key, d=int(idx.size), k=k, dtype=jnp.dtype(dt))
+    q = random_probes(key, d=int(idx.size), k=k, dtype=jnp.dtype(dt))
     return jnp.zeros((np.asarray(mask).size, k), dt).at[idx].set(q)
 
 
@@ -387,7 +427,7 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
             raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
         Q0 = _masked_probes(key, tangent_mask, k, dt)
     else:
-        Q0 = _random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+        Q0 = random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
     if tangent_mask is not None:
         tangent_mask = jnp.asarray(tangent_mask)
         if tangent_mask.shape != z0.shape:
@@ -435,7 +475,7 @@ def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
 
 def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=None, warmup: int = 0,
              renorm_every: int = 1, probe_chunk: int | None = None, mesh=None, remat: bool = False,
-             tangent_mask=None) -> LyapunovResult:
+             tangent_mask=None, options: EngineOptions | None = None) -> LyapunovResult:
     """The k leading-by-construction Lyapunov exponents of z -> f(z), with log_growth (steps, k).
 
     `probes` (d, k), if given, must be orthonormal and is used as is (so a run continued from
@@ -446,18 +486,19 @@ def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=
     `tangent_mask` (bool/0-1 array of z's shape) zeroes the tangents outside the mask after every JVP, i.e.
     the exponents of the masked diagonal block of J (exact when J is block lower-triangular over the
     blocks, as a causal loop map is over positions: padding, per-token spectra); random probes are then
-    drawn on the masked coordinates only.
+    drawn on the masked coordinates only. `options` (EngineOptions) replaces warmup ... tangent_mask.
     """
-    return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=None, squeeze=True,
-                remat=remat, tangent_mask=tangent_mask)
+    opts = _resolve(options, warmup=warmup, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh,
+                    remat=remat, tangent_mask=tangent_mask)
+    return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, names=None, squeeze=True, **opts)
 
 
 def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps: int, key=None,
                        probes=None, warmup: int = 0, renorm_every: int = 1,
                        probe_chunk: int | None = None, mesh=None,
                        names: Sequence[str] | None = None, remat: bool = False,
-                       tangent_mask=None, relative: bool = False) -> LyapunovResult:
+                       tangent_mask=None, relative: bool = False,
+                       options: EngineOptions | None = None) -> LyapunovResult:
     """Per-sublayer exponents (n_maps, k) of the step maps[-1] o ... o maps[0], QR after every map.
 
     `names` (optional) labels the maps; it defaults to ("map0", "map1", ...).
@@ -476,13 +517,15 @@ def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps:
         names = tuple(f"map{j}" for j in range(len(maps)))
     elif len(names) != len(maps):
         raise ValueError(f"got {len(names)} names for {len(maps)} maps")
-    return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
-                squeeze=False, remat=remat, tangent_mask=tangent_mask, relative=bool(relative))
+    opts = _resolve(options, warmup=warmup, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh,
+                    remat=remat, tangent_mask=tangent_mask)
+    return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, names=tuple(names), squeeze=False,
+                relative=bool(relative), **opts)
 
 
 def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_every: int = 1,
-                      probe_chunk: int | None = None, mesh=None) -> LyapunovResult:
+                      probe_chunk: int | None = None, mesh=None,
+                      options: EngineOptions | None = None) -> LyapunovResult:
     """Extend a run of `benettin` (maps = f) or `benettin_sublayers` (maps = the same list) by `steps` steps
     from its final state and probes, continuing its compensated sum: `exponents` and `running` are over all
     recorded steps so far, `log_growth` covers the new steps only. `concatenate` joins the segments; the
@@ -494,9 +537,11 @@ def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_ever
     sublayers = previous.names is not None
     maps = tuple(maps) if sublayers else (maps,)
     k = previous.exponents.shape[-1]
+    opts = _resolve(options, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh)
+    mask = options.tangent_mask if options is not None else None
     return _run(maps, previous.final_state, k=k, steps=steps, key=None, probes=previous.final_probes, warmup=0,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=previous.names,
-                squeeze=not sublayers, previous=previous, relative=previous.relative)
+                names=previous.names, squeeze=not sublayers, previous=previous, relative=previous.relative,
+                tangent_mask=mask, **opts)
 
 
 def concatenate(segments: Sequence[LyapunovResult]) -> LyapunovResult:
