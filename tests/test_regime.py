@@ -143,21 +143,22 @@ def test_bad_arguments(kw, match):
         classify_regime(logistic, jnp.asarray([0.3]), key=KEY, **kw)
 
 
-def test_huginn_tiny_fixed_point_matches_its_jacobian():
-    """builtin:huginn-tiny, built-in prompt 0: a fixed point whose exponents are log|eig J(z*)|, with z* and
-    J computed here (600 plain iterations from the front-ends' start state; jacfwd; numpy eig)."""
+def test_ouro_tiny_fixed_point_matches_its_jacobian():
+    """builtin:ouro-tiny, built-in prompt 0 (8 tokens, d = 1024): a fixed point whose exponents are the top
+    log|eig J(z*)|, with z* and J computed here (3000 plain iterations from the front-ends' start state, the
+    jacfwd Jacobian, numpy eig), not by the code under test (which uses Arnoldi on the JVP at its own z*)."""
     from loopjax.io.prompts import BUILTIN_PROMPTS
     from loopjax.io.tokenizer import get_tokenizer
-    model = loopjax.load("builtin:huginn-tiny")
-    ids = np.asarray(get_tokenizer(loopjax.source_dir("builtin:huginn-tiny"), model.config.vocab_size)
+    model = loopjax.load("builtin:ouro-tiny")
+    ids = np.asarray(get_tokenizer(loopjax.source_dir("builtin:ouro-tiny"), model.config.vocab_size)
                      .encode(BUILTIN_PROMPTS[0].text))
     key = loopjax.prompt_key(0, 0)
-    r = loopjax.regime(model, ids, key=key, max_steps=512)
+    r = loopjax.regime(model, ids, key=key, max_steps=1024)
     assert (r.kind, r.period) == ("fixed_point", 1)
     f, z = loopjax.loop_map(model, ids, key=loopjax.split_key(key)[0])
-    z = jax.jit(lambda f, z: jax.lax.fori_loop(0, 600, lambda _, x: f(x), z))(f, z)
+    z = jax.jit(lambda f, z: jax.lax.fori_loop(0, 3000, lambda _, x: f(x), z))(f, z)
     J = np.asarray(jax.jit(jax.jacfwd(lambda x: f(x)))(z), np.float64).reshape(z.size, z.size)
     top = np.sort(np.log(np.abs(np.linalg.eigvals(J))))[::-1]
-    assert r.exponents[0] == pytest.approx(top[0], abs=2e-3)
-    np.testing.assert_allclose(r.exponents[:4], top[:4], atol=5e-3)
-    assert r.lambda1 == pytest.approx(top[0], abs=max(3 * r.lambda1_se, 3e-3))
+    np.testing.assert_allclose(r.exponents[:4], top[:4], atol=1e-4)
+    assert r.lambda1 == pytest.approx(top[0], abs=max(3 * r.lambda1_se, 2e-3))
+    assert r.evidence["fixed_point"]["residual"] <= 1e-5

@@ -214,6 +214,25 @@ def spread(exponents_stack, axis=0):
     return {"mean": x.mean(axis), "std": x.std(axis), "min": x.min(axis), "max": x.max(axis)}
 
 
+def _qr_log(W):
+    Q, R = jnp.linalg.qr(W, mode="reduced")
+    return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
+
+
+def _renormalise(W, pending, do_qr, renorm_every):
+    """(Q, log-growth row, pending) after one map's tangents W: QR every step (renorm_every=1) or, between
+    QRs, unit columns with their log norms held in `pending` and added to the next QR's log|diag R| (so
+    nothing underflows in between)."""
+    if renorm_every == 1:
+        return (*_qr_log(W), pending)
+    W, ln = normalise_columns(W)
+    acc = pending + ln
+    Q, lg_qr = jax.lax.cond(do_qr, _qr_log, lambda W: (W, jnp.zeros(W.shape[1], W.dtype)), W)
+    # a non-QR row is 0, or the non-finite log norm itself (a collapsed column is reported at its step)
+    lg = jnp.where(do_qr, lg_qr + acc, jnp.where(jnp.isfinite(ln), 0, ln))
+    return Q, lg, jnp.where(do_qr, 0, acc)
+
+
 @functools.partial(jax.jit, static_argnames=("steps", "warmup", "renorm_every", "probe_chunk", "mesh",
                                              "squeeze", "remat"))
 def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, probe_chunk, mesh, squeeze,
@@ -242,23 +261,6 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
     def norm(z):  # of the masked coordinates only, when there is a mask
         return jnp.linalg.norm((z if mask is None else z * mask.astype(z.dtype)).reshape(-1))
 
-    def qr(W):
-        Q, R = jnp.linalg.qr(W, mode="reduced")
-        return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
-
-    def advance(g, u, Q, pending, do_qr):
-        """One map: tangents, then QR (renorm_every=1) or, between QRs, unit columns with their log norms
-        held in `pending` and added to the next QR's log|diag R| (so nothing underflows in between)."""
-        u, W = tangents(g, u, Q)
-        if renorm_every == 1:
-            return (u, *qr(W), pending)
-        W, ln = normalise_columns(W)
-        acc = pending + ln
-        Q, lg_qr = jax.lax.cond(do_qr, qr, lambda W: (W, jnp.zeros(k, dt)), W)
-        # a non-QR row is 0, or the non-finite log norm itself (a collapsed column is reported at its step)
-        lg = jnp.where(do_qr, lg_qr + acc, jnp.where(jnp.isfinite(ln), 0, ln))
-        return u, Q, lg, jnp.where(do_qr, 0, acc)
-
     def step(carry, g_idx):
         z, Q, s, c, pend = carry
         in_warmup = g_idx < warmup
@@ -268,7 +270,8 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         u, logs, ok, pends, grow = z, [], [], [], []
         for j, g in enumerate(maps):
             u_in = u
-            u, Q, lg, p = advance(g, u, Q, pend[j], do_qr)
+            u, W = tangents(g, u, Q)
+            Q, lg, p = _renormalise(W, pend[j], do_qr, renorm_every)
             logs.append(lg)
             pends.append(p)
             ok.append(jnp.all(jnp.isfinite(u)))
@@ -379,6 +382,31 @@ def _relative(out, previous, t0, steps):
                 running=out["running"] - (cum / t)[:, :, None], state_growth=mean, state_log_sum=cum[-1])
 
 
+def _initial_probes(probes, key, tangent_mask, *, d, k, dt):
+    """The (d, k) start probes: `probes` checked for shape and orthonormality, else drawn from `key` (on the
+    masked coordinates when there is a tangent_mask)."""
+    if probes is not None:
+        probes = jnp.asarray(probes)
+        if probes.shape != (d, k):
+            raise ValueError(f"probes must have shape (d, k) = {(d, k)}, got {probes.shape}")
+        if not _is_traced(probes):
+            q = np.asarray(probes, dtype=np.float64)
+            tol = 1e-10 if probes.dtype == jnp.float64 else 1e-5
+            err = np.max(np.abs(q.T @ q - np.eye(k))) if np.all(np.isfinite(q)) else np.inf
+            if not err <= tol:
+                raise ValueError(f"probes are not orthonormal: max|Q^T Q - I| = {err:.3g} > {tol:g}")
+        Q0 = probes if probes.dtype == dt else probes.astype(dt)
+    elif key is None:
+        raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
+    elif tangent_mask is not None:
+        if _is_traced(tangent_mask):
+            raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
+        Q0 = _masked_probes(key, tangent_mask, k, dt)
+    else:
+        Q0 = random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+    return Q0
+
+
 def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze,
          previous=None, remat=False, tangent_mask=None, relative=False):
     if len(maps) == 0:
@@ -409,25 +437,7 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
             where = f"map {j}" if len(maps) > 1 else "f"
             raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got {shape}")
 
-    if probes is not None:
-        probes = jnp.asarray(probes)
-        if probes.shape != (d, k):
-            raise ValueError(f"probes must have shape (d, k) = {(d, k)}, got {probes.shape}")
-        if not _is_traced(probes):
-            q = np.asarray(probes, dtype=np.float64)
-            tol = 1e-10 if probes.dtype == jnp.float64 else 1e-5
-            err = np.max(np.abs(q.T @ q - np.eye(k))) if np.all(np.isfinite(q)) else np.inf
-            if not err <= tol:
-                raise ValueError(f"probes are not orthonormal: max|Q^T Q - I| = {err:.3g} > {tol:g}")
-        Q0 = probes if probes.dtype == dt else probes.astype(dt)
-    elif key is None:
-        raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
-    elif tangent_mask is not None:
-        if _is_traced(tangent_mask):
-            raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
-        Q0 = _masked_probes(key, tangent_mask, k, dt)
-    else:
-        Q0 = random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+    Q0 = _initial_probes(probes, key, tangent_mask, d=d, k=k, dt=dt)
     if tangent_mask is not None:
         tangent_mask = jnp.asarray(tangent_mask)
         if tangent_mask.shape != z0.shape:

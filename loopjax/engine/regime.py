@@ -26,7 +26,8 @@ Model-free like the rest of the engine: ``f`` maps an array to an array of the s
      max(||z*||, floor) exceeds residual_tol; exponents = log|eig J(z*)| (dense eig of the jacfwd Jacobian,
      or Arnoldi (ARPACK, largest modulus) on the JVP at z*), whose largest must agree with the Benettin λ1
      within max(agree_atol, 3 se);
-   * periodic: it closes with period p > 1 (settled by T/2 likewise); Floquet exponents (1/p) log|eig(J_{p-1} ... J_0)| on the cycle
+   * periodic: it closes with period p > 1 (settled by T/2 likewise); Floquet exponents
+     (1/p) log|eig(J_{p-1} ... J_0)| on the cycle
      (the dense product, or Benettin over whole periods of the cycle), agreeing with λ1 as above;
    * chaotic: no period, λ1 - 2 se > 0 and λ1 > zero_atol, and the finite-perturbation λ1
      (`lambda1_perturbation` from z_T) agrees within max(agree_rtol |λ1|, 3 sqrt(se^2 + se_pert^2));
