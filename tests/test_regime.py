@@ -88,7 +88,7 @@ def test_golden_rotation_on_attracting_circle_is_quasi_periodic():
 
 
 def test_henon_chaotic():
-    r = classify_regime(henon, jnp.asarray([0.1, 0.1]), key=KEY, k=2, max_steps=16384)
+    r = classify_regime(henon, jnp.asarray([0.1, 0.1]), key=KEY, k=2, max_steps=32768)
     assert r.kind == "chaotic"
     assert r.lambda1 == pytest.approx(0.41922, abs=max(3 * r.lambda1_se, 0.01))
     assert r.lambda1 - 2 * r.lambda1_se > 0

@@ -63,7 +63,7 @@ class RegimeCriteria:
     """Every threshold `classify_regime` applies (see the module docstring for where each one enters)."""
 
     se_atol: float = 1e-3        # convergence: se of the tail mean of λ1 <= max(se_atol, se_rtol |λ1|)
-    se_rtol: float = 0.02
+    se_rtol: float = 0.01
     drift_atol: float = 1e-3     # convergence: change since the previous horizon (see module docstring)
     drift_rtol: float = 0.05
     orbit_rtol: float = 1e-4     # orbit_type's relative return distance for a closed orbit
