@@ -14,10 +14,14 @@ early_signals.begin_import()
 
 # isort: split
 from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
-                              similarity, spectrum, spectrum_probe_seeds, split_key)
+                              regime, similarity, spectrum, spectrum_probe_seeds, split_key)
+from loopjax.analysis.tokens import token_spectrum
+from loopjax.engine.dynamics import (kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy,
+                                     ruelle_bound)
+from loopjax.engine.regime import Regime, RegimeCriteria, classify_regime
+from loopjax.engine.stats import holm_sign_counts
 from loopjax.analysis.complete import complete_spectrum
 from loopjax.engine.complete import CompleteSpectrum, complete_spectrum_of_map
-from loopjax.engine.dynamics import kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy
 from loopjax.io.loading import convert, load, source_dir
 from loopjax.engine.lyapunov import LyapunovResult, benettin, benettin_continue, benettin_sublayers, concatenate
 from loopjax.models.loop_model import (LoopModel, context, early_exit, init_state, logits, loop_map, random_model,
@@ -42,4 +46,5 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "complete_spectrum_of_map", "CompleteSpectrum",
            "covariant_vectors", "CovariantResult", "participation_ratio", "finite_time_exponents",
            "finite_time_statistics", "sublayer_growth", "clv", "clv_attribution", "localisation", "logit_lens",
-           "attention_similarity"]
+           "attention_similarity", "classify_regime", "regime", "Regime",
+           "RegimeCriteria", "token_spectrum", "ruelle_bound", "holm_sign_counts"]

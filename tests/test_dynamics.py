@@ -1,4 +1,4 @@
-"""Orbit classification, finite-perturbation lambda_1, Kaplan-Yorke dimension and Pesin sum against
+"""Orbit classification, finite-perturbation lambda_1, Kaplan-Yorke dimension and Ruelle bound against
 maps whose answers are known in closed form (or from the literature, for the Henon map)."""
 
 import dataclasses
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from loopjax.engine.dynamics import (Lambda1Perturbation, OrbitType, PesinEntropy, kaplan_yorke_dimension,
-                              lambda1_perturbation, orbit_type, pesin_entropy)
+from loopjax.engine.dynamics import (Lambda1Perturbation, OrbitType, RuelleBound, kaplan_yorke_dimension,
+                              lambda1_perturbation, orbit_type, ruelle_bound)
 from loopjax.engine.lyapunov import benettin
 
 LN2 = math.log(2.0)
@@ -223,7 +223,7 @@ def test_lambda1_bad_arguments(kwargs, match):
         lambda1_perturbation(lambda z: 0.5 * z, jnp.ones(2), **kwargs)
 
 
-# ---------------------------------------------------------------- Kaplan-Yorke and Pesin
+# ---------------------------------------------------------------- Kaplan-Yorke and Ruelle
 
 HENON_LAMBDA1 = 0.41922  # literature value (e.g. Sprott, Chaos and Time-Series Analysis, 2003)
 HENON_LN_B = math.log(0.3)  # lambda_1 + lambda_2 = ln|det J| = ln b exactly
@@ -239,12 +239,12 @@ def henon_spectrum():
         return np.asarray(res.exponents, dtype=np.float64)
 
 
-def test_henon_spectrum_kaplan_yorke_and_pesin(henon_spectrum):
+def test_henon_spectrum_kaplan_yorke_and_ruelle(henon_spectrum):
     lam = henon_spectrum
     assert lam.sum() == pytest.approx(HENON_LN_B, abs=1e-9)
     assert kaplan_yorke_dimension(lam) == pytest.approx(1.2583, abs=0.01)
     assert kaplan_yorke_dimension(lam[::-1]) == kaplan_yorke_dimension(lam)  # column order irrelevant
-    p = pesin_entropy(lam)
+    p = ruelle_bound(lam)
     assert p.value == pytest.approx(HENON_LAMBDA1, abs=0.005)
     assert p.lower_bound is False
 
@@ -264,20 +264,42 @@ def test_kaplan_yorke_known_values():
     assert isinstance(kaplan_yorke_dimension([0.42, -1.62]), float)
 
 
-def test_pesin_known_values():
-    mixed = pesin_entropy([0.5, -0.1, 0.2, -3.0])
-    assert isinstance(mixed, PesinEntropy)
+def test_ruelle_known_values():
+    mixed = ruelle_bound([0.5, -0.1, 0.2, -3.0])
+    assert isinstance(mixed, RuelleBound)
     assert mixed.value == pytest.approx(0.7) and mixed.lower_bound is False
-    all_pos = pesin_entropy(np.array([0.3, 0.1]))
+    all_pos = ruelle_bound(np.array([0.3, 0.1]))
     assert all_pos.value == pytest.approx(0.4) and all_pos.lower_bound is True
-    none_pos = pesin_entropy([-0.3, -0.1])
+    none_pos = ruelle_bound([-0.3, -0.1])
     assert none_pos.value == 0.0 and none_pos.lower_bound is False
     assert json.loads(json.dumps(all_pos.to_json())) == {"value": pytest.approx(0.4), "lower_bound": True}
 
 
-@pytest.mark.parametrize("fn", [kaplan_yorke_dimension, pesin_entropy])
+@pytest.mark.parametrize("fn", [kaplan_yorke_dimension, ruelle_bound])
 @pytest.mark.parametrize("bad, match", [([], "empty"), ([0.1, float("nan")], "NaN"),
                                         ([[0.1, -0.2]], "1-D"), ([0.1, float("inf")], "inf")])
 def test_spectrum_summaries_bad_inputs(fn, bad, match):
     with pytest.raises(ValueError, match=match):
         fn(bad)
+
+
+def test_pesin_entropy_is_a_deprecated_alias():
+    from loopjax.engine.dynamics import pesin_entropy
+    with pytest.warns(DeprecationWarning, match="ruelle_bound"):
+        p = pesin_entropy([0.5, -0.1, 0.2])
+    assert p == ruelle_bound([0.5, -0.1, 0.2])
+
+
+def test_orbit_type_window():
+    # z -> 0.9 z from 1: r_1 = 0.1 at every step (relative), until ||z|| < floor = 1e-4 where it turns absolute
+    f = lambda z: 0.9 * z
+    short = orbit_type(f, jnp.ones(2), steps=64)
+    assert short.kind == "not_converged"
+    with pytest.raises(ValueError, match="window=60 exceeds"):
+        orbit_type(f, jnp.ones(2), steps=64, window=60)
+    with pytest.raises(ValueError, match="window must be an integer >= 9"):
+        orbit_type(f, jnp.ones(2), steps=64, window=8)
+    # over 300 steps the last 40 are within atol (||z|| ~ 0.9^260 ~ 1e-12): fixed; a window of 200 sees
+    # steps where ||z_t - z_{t-1}|| = 0.1 * 0.9^100 ~ 3e-6 > 1e-8 still: not converged
+    assert orbit_type(f, jnp.ones(2), steps=300, window=40).kind == "fixed_point"
+    assert orbit_type(f, jnp.ones(2), steps=300, window=200).kind == "not_converged"

@@ -1,5 +1,7 @@
 """Benettin engine against maps with known spectra, plus its invariances and error paths."""
 
+import math
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -311,3 +313,45 @@ def test_nonfinite_is_reported_with_step():
         benettin(kink, jnp.array([2.0]), k=1, steps=20, key=KEY)
     with pytest.raises(FloatingPointError, match="tangent map is singular"):
         benettin(lambda z: 0.0 * z, jnp.array([2.0]), k=1, steps=20, key=KEY)
+
+
+@pytest.mark.parametrize("renorm_every", [1, 16])
+def test_strong_contraction_does_not_underflow(renorm_every):
+    # 0.001^16 = 1e-48 is below float32's smallest normal: un-normalised tangents would underflow to 0 and
+    # read as a singular tangent map; the columns are normalised every step instead
+    z0 = jnp.linspace(0.5, 1.5, 6).astype(jnp.float32)
+    for c in (0.01, 0.001):
+        r = benettin(lambda z, c=c: c * z, z0, k=3, steps=64, renorm_every=renorm_every, key=KEY)
+        np.testing.assert_allclose(r.exponents, np.full(3, math.log(c)), rtol=1e-6)
+        np.testing.assert_allclose(float(r.exponents.sum()), 3 * math.log(c), rtol=1e-6)
+        assert float(r.orthogonality_error()) < 1e-5
+
+
+def test_singular_step_is_named_between_qrs():
+    # the tangent map becomes singular (zero) at step 5, a non-QR step of renorm_every=16
+    f = lambda z: jnp.where(z[0] > 0.04, 0.5 * z, 0.0 * z)  # z_0..z_5 = 1, .5, ..., .03125: J = 0 at step 5
+    with pytest.raises(FloatingPointError, match=r"non-finite log-growth at step 5: .*tangent map is singular"):
+        benettin(f, jnp.ones(2), k=1, steps=32, renorm_every=16, key=KEY)
+
+
+def test_nan_state_is_reported_as_a_state():
+    nan_at_3 = lambda z: jnp.where(z[0] > 0.2, 0.5 * z, jnp.nan * z)  # z_0=1, .5, .25, .125 -> NaN at step 3
+    for r in (1, 16):
+        with pytest.raises(FloatingPointError, match=r"non-finite state at step 3: the map diverged"):
+            benettin(nan_at_3, jnp.ones(2), k=2, steps=32, renorm_every=r, key=KEY)
+
+
+def test_engine_options_equal_the_keywords():
+    from loopjax.engine.lyapunov import EngineOptions, benettin_continue
+    f = Partial(linear, jnp.asarray(linear_matrices()["nonnormal"], jnp.float32))
+    opts = EngineOptions(warmup=10, renorm_every=2, probe_chunk=2)
+    a = benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options=opts)
+    b = benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, warmup=10, renorm_every=2, probe_chunk=2)
+    np.testing.assert_array_equal(a.exponents, b.exponents)
+    c = benettin_continue(f, a, steps=20, options=opts)
+    d = benettin_continue(f, b, steps=20, renorm_every=2, probe_chunk=2)
+    np.testing.assert_array_equal(c.exponents, d.exponents)
+    with pytest.raises(ValueError, match="either options= or the keywords, not both: warmup"):
+        benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options=opts, warmup=3)
+    with pytest.raises(TypeError, match="options must be an EngineOptions"):
+        benettin(f, jnp.zeros(4), k=4, steps=40, key=KEY, options={"warmup": 3})

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from loopjax.engine.stats import (DRIFT_ATOL, DRIFT_RTOL, batch_means_se, bootstrap_ci, classify_signs, converged,
+                                  holm_sign_counts,
                            running_drift, standard_error)
 
 
@@ -171,3 +172,43 @@ def test_classify_signs_bad_inputs():
         classify_signs([0.2], [0.1])
     with pytest.raises(ValueError, match="shapes"):
         classify_signs([0.1, 0.2], [0.3])
+
+
+# ---------------------------------------------------------------- holm_sign_counts
+
+def test_holm_sign_counts_step_down():
+    # z = 3.0, -2.5, 2.2, 2.0, 0.5: two-sided p = 0.0027, 0.0124, 0.0278, 0.0455, 0.617. Holm at 0.05 over
+    # m = 5: 0.0027 <= 0.05/5, 0.0124 <= 0.05/4 = 0.0125, 0.0278 > 0.05/3: stop (uncorrected: 4 significant)
+    z = np.array([3.0, -2.5, 2.2, 2.0, 0.5])
+    out = holm_sign_counts(z * 0.01, np.full(5, 0.01))
+    assert (out["positive"], out["negative"], out["zero"], out["undetermined"]) == (1, 1, 3, 0)
+    assert out["signs"] == ["+", "-", "0", "0", "0"]
+    assert out["correction"] == "holm-bonferroni" and out["family_size"] == 5
+    np.testing.assert_allclose(out["p_values"], [math.erfc(abs(v) / math.sqrt(2)) for v in z], rtol=1e-12)
+    # the uncorrected intervals count 4 of them
+    lo, hi = z * 0.01 - 1.959964 * 0.01, z * 0.01 + 1.959964 * 0.01
+    assert classify_signs(lo, hi)["positive"] + classify_signs(lo, hi)["negative"] == 4
+
+
+def test_holm_sign_counts_student_t_nan_and_zero_se():
+    # t = 2.5 with df = 4: p = 0.0668 > 0.05 (normal: 0.0124): not significant even alone
+    assert holm_sign_counts([2.5], [1.0], df=4)["zero"] == 1
+    assert holm_sign_counts([2.5], [1.0])["positive"] == 1
+    out = holm_sign_counts([np.nan, 0.3, 0.0, -0.2], [0.1, 0.0, 0.0, 0.0])
+    assert out["signs"] == ["?", "+", "?", "-"] and out["family_size"] == 2
+
+
+def test_holm_family_wise_error_rate():
+    # all 50 exponents truly 0: the chance of any false sign over the family stays <= 5%
+    rng = np.random.default_rng(0)
+    hits = sum(holm_sign_counts(rng.normal(size=50), np.ones(50))["zero"] < 50 for _ in range(2000))
+    assert hits / 2000 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 2000)
+
+
+def test_holm_bad_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        holm_sign_counts([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="level"):
+        holm_sign_counts([0.1], [0.1], level=1.0)
+    with pytest.raises(ValueError, match="se must be >= 0"):
+        holm_sign_counts([0.1], [-0.1])

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
-from loopjax.engine.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers
+from loopjax.engine.regime import Regime, classify_regime
+from loopjax.engine.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers, random_probes
 from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
 from loopjax.models.loop_model import init_state as init_state_of
 
@@ -98,8 +99,8 @@ def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_mu
             z0 = init_state_of(model, prompts[i], key=state_key)
             ids_b.append(jnp.pad(prompts[i], (0, Lb - L)))
             z0_b.append(jnp.pad(z0, ((0, Lb - L), (0, 0))))
-            q = jax.random.normal(probe_key, (L * H, k), z0.dtype)
-            q_b.append(jnp.pad(jnp.linalg.qr(q, mode="reduced")[0], ((0, (Lb - L) * H), (0, 0))))
+            q = random_probes(probe_key, d=L * H, k=k, dtype=jnp.dtype(z0.dtype))
+            q_b.append(jnp.pad(q, ((0, (Lb - L) * H), (0, 0))))
             m_b.append(jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], (Lb, H)))
 
         def one(ids, z0, q0, mask):
@@ -150,11 +151,14 @@ def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None,
 
 
 def attribution(model: LoopModel, tokens, *, k=1, steps=32, key=None, probes=None, init_state=None, pad_multiple=8,
-                **engine):
+                relative=False, **engine):
     """Per-sublayer exponents: Benettin with a QR after every named sublayer (Ouro: each decoder layer and the
     final norm; Huginn: the adapter and each core block). exponents (n_sub, k) sum over sublayers to the
     full-step spectrum from the same start; `.names` names the rows. A list of prompts runs as padded
-    batches, as in `spectrum`."""
+    batches, as in `spectrum`. relative=True subtracts each sublayer's own state growth
+    log(||z_out||/||z_in||) per step (gauge-relative: unchanged by a rescaling of the state between
+    sublayers; the rows then sum to `.total()` - `.net_state_growth()`); see loopjax.benettin_sublayers."""
+    engine = {**engine, "relative": relative}
     if _is_ragged(tokens):
         if probes is not None or init_state is not None:
             raise ValueError("a list of prompts takes no probes= / init_state= (they are drawn per prompt)")
@@ -244,5 +248,21 @@ def lambda1_finite(model: LoopModel, tokens, *, steps=64, key=None, d0_relative=
     return lambda1_perturbation(f, z0, steps=steps, d0=d0, key=split_key(key)[1])
 
 
+def regime(model: LoopModel, tokens, *, key=None, init_state=None, **options) -> Regime | list[Regime]:
+    """The regime of the loop's orbit for a prompt (`loopjax.classify_regime` of the loop map), from the same
+    start state as the other front-ends: z_0 from split_key(key)[0] (Huginn's random state; Ouro ignores it),
+    the Benettin probes from split_key(key)[1]. `options` pass to classify_regime (k, n_exponents, min_steps,
+    max_steps, max_period, criteria). (B, L) tokens or a list of prompts give a list, prompt b with key
+    fold_in(key, b) as in `spectrum` (init_state is then not accepted)."""
+    if _is_ragged(tokens) or jnp.ndim(tokens) == 2:
+        if init_state is not None:
+            raise ValueError("several prompts take no init_state= (it is drawn per prompt)")
+        key = default_key(key)
+        return [regime(model, t, key=jax.random.fold_in(key, b), **options) for b, t in enumerate(tokens)]
+    state_key, probe_key = split_key(key)
+    f, z0 = loop_map(model, check_ids(model, tokens), key=state_key, init_state=init_state)
+    return classify_regime(f, z0, key=probe_key, **options)
+
+
 __all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
-           "spectrum_probe_seeds", "orbit", "lambda1_finite"]
+           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime"]

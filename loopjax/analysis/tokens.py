@@ -32,7 +32,7 @@ import numpy as np
 
 from loopjax.analysis.frontends import split_key
 from loopjax.engine.dtypes import compute_dtype
-from loopjax.engine.lyapunov import LyapunovResult, _random_probes, benettin
+from loopjax.engine.lyapunov import LyapunovResult, random_probes, benettin
 from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map
 
 __all__ = ["TokenSpectrum", "token_spectrum", "position_probes", "pad_probes_for_mesh", "spectrum_probes_for_mesh",
@@ -88,7 +88,7 @@ def position_probes(key, positions, *, L: int, H: int, k: int, dtype=None) -> ja
     dt = jnp.dtype(dtype or compute_dtype())
     out = []
     for p in positions:
-        q = _random_probes(jax.random.fold_in(key, int(p)), d=H, k=k, dtype=dt)
+        q = random_probes(jax.random.fold_in(key, int(p)), d=H, k=k, dtype=dt)
         out.append(jnp.zeros((L * H, k), dt).at[int(p) * H:(int(p) + 1) * H].set(q))
     return jnp.stack(out)
 
@@ -202,7 +202,7 @@ def spectrum_probes_for_mesh(model: LoopModel, tokens, *, k: int, key, n_devices
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
         raise ValueError(f"k must be an integer in [1, d={d}], got {k!r}")
     probe_key = split_key(default_key(key))[1]
-    q = _random_probes(probe_key, d=d, k=int(k), dtype=jnp.dtype(compute_dtype()))
+    q = random_probes(probe_key, d=d, k=int(k), dtype=jnp.dtype(compute_dtype()))
     return pad_probes_for_mesh(q, n_devices, jax.random.fold_in(probe_key, 0x5EED))
 
 

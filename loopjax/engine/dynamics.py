@@ -9,7 +9,8 @@ under jax x64). Norms are Euclidean norms of the flattened state.
     distances over the tail of the trajectory.
   * `lambda1_perturbation`: the largest exponent from two trajectories a distance d0 apart, the
     separation renormalised to d0 every step (no Jacobian needed).
-  * `kaplan_yorke_dimension`, `pesin_entropy`: summaries of a (partial) Lyapunov spectrum.
+  * `kaplan_yorke_dimension`, `ruelle_bound`: summaries of one (partial) Lyapunov spectrum
+    (`pesin_entropy`: deprecated alias of `ruelle_bound`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ __all__ = [
     "kaplan_yorke_dimension",
     "PesinEntropy",
     "pesin_entropy",
+    "prepare_map",
+    "RuelleBound",
+    "ruelle_bound",
     "ORBIT_RTOL",
     "ORBIT_ATOL",
     "ORBIT_MAX_PERIOD",
@@ -64,8 +68,9 @@ def _check_positive(name, value, *, allow_zero=False):
     return v
 
 
-def _prepare(f, z0):
-    """(Partial f, z0 in the compute dtype), after checking z0 and the shape f returns."""
+def prepare_map(f, z0):
+    """(Partial f, z0 in the compute dtype), after checking z0 (finite, real, non-empty) and the shape f
+    returns. Shared by every engine function that iterates a map."""
     f = f if isinstance(f, Partial) else Partial(f)
     dt = compute_dtype()
     z0 = jnp.asarray(z0)
@@ -164,7 +169,7 @@ def _orbit_core(f, z0, floor, *, n_pre, window, max_period):
 
 
 def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT_MAX_PERIOD,
-               rtol: float = ORBIT_RTOL, atol: float = ORBIT_ATOL) -> OrbitType:
+               rtol: float = ORBIT_RTOL, atol: float = ORBIT_ATOL, window: int | None = None) -> OrbitType:
     """Classify the orbit of z0 under f after `steps` iterations.
 
     With floor = atol / rtol and a window of the last W = min(max(2*max_period, steps // 4),
@@ -180,6 +185,10 @@ def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT
     "not_converged". A non-finite state at any step gives "diverged". Defaults: rtol = 1e-4,
     atol = 1e-8, max_period = 8 (float32 round-off, ~1e-7 relative, is far below rtol).
     Needs steps >= 2 * max_period. One jitted scan; memory max_period states.
+    `window` (default as above) sets W explicitly, max_period + 1 <= W <= steps - max_period + 1: a short
+    default tail (16 of 64 steps) says "not converged" for an orbit that has not settled *yet*; a long
+    window over a long run (as `classify_regime` uses) makes a "fixed_point"/"periodic" verdict hold
+    over the whole tail.
     """
     _check_int("steps", steps, 1)
     _check_int("max_period", max_period, 1)
@@ -188,8 +197,13 @@ def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT
                          f"need steps >= 2 * max_period = {2 * max_period}")
     rtol = _check_positive("rtol", rtol)
     atol = _check_positive("atol", atol, allow_zero=True)
-    f, z0 = _prepare(f, z0)
-    window = min(max(2 * max_period, steps // 4), steps - max_period + 1)
+    f, z0 = prepare_map(f, z0)
+    if window is None:
+        window = min(max(2 * max_period, steps // 4), steps - max_period + 1)
+    else:
+        _check_int("window", window, max_period + 1)
+        if window > steps - max_period + 1:
+            raise ValueError(f"window={window} exceeds steps - max_period + 1 = {steps - max_period + 1}")
     n_pre = steps - window - max_period + 1
     r_max, last, bad = _orbit_core(f, z0, jnp.asarray(atol / rtol, z0.dtype), n_pre=n_pre,
                                    window=window, max_period=max_period)
@@ -279,7 +293,7 @@ def lambda1_perturbation(f: Callable | Partial, z0, *, steps: int, d0: float = 1
     _check_int("steps", steps, 1)
     _check_int("warmup", warmup, 0)
     d0 = _check_positive("d0", d0)
-    f, z0 = _prepare(f, z0)
+    f, z0 = prepare_map(f, z0)
     dt = z0.dtype
     eps = float(jnp.finfo(dt).eps)
     z0_norm = float(np.linalg.norm(np.asarray(z0, dtype=np.float64)))
@@ -340,11 +354,13 @@ def kaplan_yorke_dimension(exponents) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class PesinEntropy:
-    """Sum of the positive exponents (Pesin: the KS entropy of an SRB measure, nats per step).
+class RuelleBound:
+    """Ruelle's inequality h_KS <= sum of the positive exponents (nats per step): `value` is that sum, an
+    upper bound on the Kolmogorov-Sinai entropy of any invariant measure (equality, Pesin's formula, needs
+    an SRB measure, which nothing here establishes).
 
     lower_bound: True when even the smallest given exponent is > 0, so exponents beyond the k measured
-    ones may be positive too and `value` only bounds the full sum from below.
+    ones may be positive too and `value` underestimates the full sum (the bound itself is then unknown).
     """
 
     value: float
@@ -354,7 +370,18 @@ class PesinEntropy:
         return {"value": float(self.value), "lower_bound": bool(self.lower_bound)}
 
 
-def pesin_entropy(exponents) -> PesinEntropy:
-    """PesinEntropy(value = sum of lambda_i > 0, lower_bound = min lambda_i > 0)."""
+def ruelle_bound(exponents) -> RuelleBound:
+    """RuelleBound(value = sum of lambda_i > 0, lower_bound = min lambda_i > 0) of one spectrum (per prompt:
+    never average it over states of different dimension)."""
     x = _exponents(exponents)
-    return PesinEntropy(value=float(x[x > 0].sum()), lower_bound=bool(x.min() > 0))
+    return RuelleBound(value=float(x[x > 0].sum()), lower_bound=bool(x.min() > 0))
+
+
+PesinEntropy = RuelleBound  # deprecated name (the sum is Ruelle's upper bound, not Pesin's equality)
+
+
+def pesin_entropy(exponents) -> RuelleBound:
+    """Deprecated alias of `ruelle_bound`."""
+    warnings.warn("pesin_entropy is deprecated: use ruelle_bound (h_KS <= sum of positive exponents)",
+                  DeprecationWarning, stacklevel=2)
+    return ruelle_bound(exponents)

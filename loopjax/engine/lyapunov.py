@@ -14,9 +14,11 @@ QR after every map; since J = J_{n-1}...J_0 the per-sublayer exponents sum to th
 
 Options (all inside one ``lax.scan``):
   * ``warmup``: steps that evolve state and probes (with QR) before recording starts.
-  * ``renorm_every=r``: QR only at every r-th step (and the last one); tangents are propagated
-    un-normalised in between and the rows of ``log_growth`` at non-QR steps are 0, so the exponents are
-    still ``sum / steps``. For sublayer runs the attribution is then only meaningful at r=1.
+  * ``renorm_every=r``: QR only at every r-th step (and the last one); in between, the tangent columns are
+    scaled to unit norm every step (cheap, and nothing underflows however strongly the map contracts) and
+    their log norms are added to the next QR's log|diag R|, so the rows of ``log_growth`` at non-QR steps
+    are 0 and the exponents are still ``sum / steps``. For sublayer runs the attribution is then only
+    meaningful at r=1.
   * ``probe_chunk=c``: the k JVPs run in chunks of c (``lax.map(..., batch_size=c)``) to bound memory.
   * ``mesh``: a ``jax.sharding.Mesh``; the probe axis is sharded over all its devices for the JVPs and
     gathered for the QR (k must be a multiple of ``mesh.size``). An axis named ``"prompts"`` is left to a
@@ -38,8 +40,9 @@ checks that need concrete values are then skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -59,7 +62,44 @@ __all__ = [
     "running_average",
     "orthogonality_error",
     "spread",
+    "random_probes",
+    "normalise_columns",
+    "EngineOptions",
 ]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EngineOptions:
+    """How a Benettin run is executed (not what it computes, except `warmup` and `tangent_mask`): one value to
+    pass as `options=` to benettin / benettin_sublayers / benettin_continue instead of the keywords of the
+    same names (see the module docstring). benettin_continue uses renorm_every, probe_chunk, mesh and
+    tangent_mask (a continuation has no warmup; remat applies to differentiated runs)."""
+
+    warmup: int = 0
+    renorm_every: int = 1
+    probe_chunk: int | None = None
+    mesh: Any = None
+    remat: bool = False
+    tangent_mask: Any = None
+
+    def replace(self, **changes) -> "EngineOptions":
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULTS = EngineOptions()
+
+
+def _resolve(options: EngineOptions | None, **keywords) -> dict:
+    """The keywords, or options' fields when options is given (then every keyword must be at its default)."""
+    if options is None:
+        return keywords
+    if not isinstance(options, EngineOptions):
+        raise TypeError(f"options must be an EngineOptions, got {type(options).__name__}")
+    differs = lambda v, d: v is not None if d is None else bool(v != d)  # noqa: E731
+    clash = [n for n, v in keywords.items() if differs(v, getattr(_DEFAULTS, n))]
+    if clash:
+        raise ValueError(f"give either options= or the keywords, not both: {', '.join(clash)}")
+    return {n: getattr(options, n) for n in keywords}
 
 
 @flax.struct.dataclass
@@ -80,13 +120,26 @@ class LyapunovResult:
     state_norms: jax.Array
     log_sum: jax.Array | None = None          # the Kahan-compensated sum of log_growth over all recorded steps
     compensation: jax.Array | None = None     # its Kahan compensation term (to continue the sum exactly)
+    state_growth: jax.Array | None = None     # relative runs: (n_maps,) mean log(||z_out||/||z_in||) per step
+    state_log_sum: jax.Array | None = None    # its sum over all recorded steps (to continue exactly)
     names: tuple[str, ...] | None = flax.struct.field(pytree_node=False, default=None)
+    relative: bool = flax.struct.field(pytree_node=False, default=False)
     total_steps: int | None = flax.struct.field(pytree_node=False, default=None)  # incl. earlier segments
     stored_orthogonality_error: float | None = flax.struct.field(pytree_node=False, default=None)  # from_json
 
     def total(self):
-        """Exponents of the full step: summed over sublayers for sublayer runs."""
-        return self.exponents.sum(axis=-2) if self.names is not None else self.exponents
+        """Exponents of the full step: summed over sublayers for sublayer runs (plus the subtracted state
+        growth for relative runs, so it is the full-step spectrum either way)."""
+        if self.names is None:
+            return self.exponents
+        if self.relative:
+            return self.exponents.sum(axis=-2) + self.net_state_growth()[..., None]
+        return self.exponents.sum(axis=-2)
+
+    def net_state_growth(self):
+        """Relative runs: the state's net log growth per step, log(||z_T|| / ||z_0||) / T = the sum of the
+        sublayers' state growth; the relative contributions sum to total() minus it (the sum rule)."""
+        return None if self.state_growth is None else self.state_growth.sum(axis=-1)
 
     def sorted(self):
         """`total()` sorted in descending order."""
@@ -112,10 +165,13 @@ class LyapunovResult:
             "state_norms": tolist(self.state_norms),
             "orthogonality_error": tolist(self.orthogonality_error()),
             "total_steps": self.total_steps,
+            "relative": bool(self.relative),
+            "state_growth": tolist(self.state_growth) if self.state_growth is not None else None,
+            "net_state_growth": tolist(self.net_state_growth()) if self.state_growth is not None else None,
         }
 
     ARRAYS = ("exponents", "log_growth", "running", "final_state", "final_probes", "state_norms", "log_sum",
-              "compensation")
+              "compensation", "state_growth", "state_log_sum")
 
     def to_arrays(self) -> dict:
         """Every array field (for an orbax checkpoint of a run in progress); `from_arrays` inverts it."""
@@ -124,7 +180,8 @@ class LyapunovResult:
     @classmethod
     def from_arrays(cls, arrays: dict, *, total_steps: int, names=None) -> "LyapunovResult":
         return cls(**{name: jnp.asarray(arrays[name]) if name in arrays else None for name in cls.ARRAYS},
-                   names=tuple(names) if names is not None else None, total_steps=int(total_steps))
+                   names=tuple(names) if names is not None else None, total_steps=int(total_steps),
+                   relative="state_growth" in arrays)
 
     @classmethod
     def from_json(cls, d: dict) -> "LyapunovResult":
@@ -133,7 +190,8 @@ class LyapunovResult:
         return cls(exponents=arr("exponents"), log_growth=arr("log_growth"), running=arr("running"),
                    final_state=None, final_probes=None, state_norms=arr("state_norms"),
                    names=tuple(d["names"]) if d.get("names") is not None else None,
-                   total_steps=d.get("total_steps") or d["steps"],
+                   total_steps=d.get("total_steps") or d["steps"], relative=bool(d.get("relative", False)),
+                   state_growth=arr("state_growth") if d.get("state_growth") is not None else None,
                    stored_orthogonality_error=(np.asarray(d["orthogonality_error"], np.float64).max()
                                                if d.get("orthogonality_error") is not None else None))
 
@@ -154,6 +212,25 @@ def spread(exponents_stack, axis=0):
     """Spread of exponents across prompts / probe starts: dict(mean, std, min, max) along `axis`."""
     x = jnp.asarray(exponents_stack)
     return {"mean": x.mean(axis), "std": x.std(axis), "min": x.min(axis), "max": x.max(axis)}
+
+
+def _qr_log(W):
+    Q, R = jnp.linalg.qr(W, mode="reduced")
+    return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
+
+
+def _renormalise(W, pending, do_qr, renorm_every):
+    """(Q, log-growth row, pending) after one map's tangents W: QR every step (renorm_every=1) or, between
+    QRs, unit columns with their log norms held in `pending` and added to the next QR's log|diag R| (so
+    nothing underflows in between)."""
+    if renorm_every == 1:
+        return (*_qr_log(W), pending)
+    W, ln = normalise_columns(W)
+    acc = pending + ln
+    Q, lg_qr = jax.lax.cond(do_qr, _qr_log, lambda W: (W, jnp.zeros(W.shape[1], W.dtype)), W)
+    # a non-QR row is 0, or the non-finite log norm itself (a collapsed column is reported at its step)
+    lg = jnp.where(do_qr, lg_qr + acc, jnp.where(jnp.isfinite(ln), 0, ln))
+    return Q, lg, jnp.where(do_qr, 0, acc)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "warmup", "renorm_every", "probe_chunk", "mesh",
@@ -184,37 +261,33 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
     def norm(z):  # of the masked coordinates only, when there is a mask
         return jnp.linalg.norm((z if mask is None else z * mask.astype(z.dtype)).reshape(-1))
 
-    def qr(W):
-        Q, R = jnp.linalg.qr(W, mode="reduced")
-        return Q, jnp.log(jnp.abs(jnp.diagonal(R)))
-
     def step(carry, g_idx):
-        z, Q, s, c = carry
+        z, Q, s, c, pend = carry
         in_warmup = g_idx < warmup
         local = jnp.where(in_warmup, g_idx, g_idx - warmup)
         last = jnp.where(in_warmup, warmup, n) - 1
         do_qr = ((local + 1) % renorm_every == 0) | (g_idx == last)
-        u, logs, ok = z, [], []
-        for g in maps:
+        u, logs, ok, pends, grow = z, [], [], [], []
+        for j, g in enumerate(maps):
+            u_in = u
             u, W = tangents(g, u, Q)
-            if renorm_every == 1:
-                Q, lg = qr(W)
-            else:
-                Q, lg = jax.lax.cond(do_qr, qr, lambda W: (W, jnp.zeros(k, dt)), W)
+            Q, lg, p = _renormalise(W, pend[j], do_qr, renorm_every)
             logs.append(lg)
+            pends.append(p)
             ok.append(jnp.all(jnp.isfinite(u)))
+            grow.append(jnp.log(norm(u) / norm(u_in)))  # the sublayer's own state growth
         lg = jnp.stack(logs)
         # Kahan-compensated running sum: float32 sums stay accurate over ~1e5+ steps.
         y = jnp.where(in_warmup, 0, lg) - c
         s_new = s + y
         c = (s_new - s) - y
-        return (u, Q, s_new, c), (lg, s_new, jnp.stack(ok), norm(z))
+        return (u, Q, s_new, c, jnp.stack(pends)), (lg, s_new, jnp.stack(ok), norm(z), jnp.stack(grow))
 
     if remat:  # reverse mode stores only the carry per step and recomputes the step's internals
         step = jax.checkpoint(step)
     with jax.default_matmul_precision("highest"):
-        (z, Q, s, c), (lg_all, sums, state_ok, norms) = jax.lax.scan(
-            step, (z0, Q0, s0, c0), jnp.arange(n))
+        (z, Q, s, c, _), (lg_all, sums, state_ok, norms, grow) = jax.lax.scan(
+            step, (z0, Q0, s0, c0, jnp.zeros_like(s0)), jnp.arange(n))
     t = t0 + jnp.arange(1, steps + 1, dtype=dt)[:, None, None]
     lg, running, exponents = lg_all[warmup:], sums[warmup:] / t, s / t[-1]
     if squeeze:  # a single map: drop the sublayer axis
@@ -228,13 +301,25 @@ def _core(maps, z0, Q0, s0, c0, t0, mask=None, *, steps, warmup, renorm_every, p
         state_norms=jnp.concatenate([norms[warmup:], norm(z)[None]]),
         state_ok=state_ok,
         lg_all=lg_all,
+        state_growth=grow[warmup:],  # (steps, n_maps) log(||z_out|| / ||z_in||) per sublayer and step
         log_sum=s,
         compensation=c,
     )
 
 
+def normalise_columns(W):
+    """(W with unit columns, log of the column norms); norms scaled by max|column| so tiny columns do not
+    underflow. A zero column stays zero with log norm -inf."""
+    scale = jnp.max(jnp.abs(W), axis=0)
+    safe = jnp.where(scale > 0, scale, 1)
+    norms = jnp.sqrt(jnp.sum((W / safe) ** 2, axis=0)) * scale
+    return W / jnp.where(norms > 0, norms, 1), jnp.log(norms)
+
+
 @functools.partial(jax.jit, static_argnames=("d", "k", "dtype"))
-def _random_probes(key, *, d, k, dtype):
+def random_probes(key, *, d, k, dtype):
+    """k orthonormal probes (d, k): Q of the QR of a standard normal (d, k) draw from `key` (every probe draw
+    of loopjax goes through this)."""
     return jnp.linalg.qr(jax.random.normal(key, (d, k), dtype), mode="reduced")[0]
 
 
@@ -282,12 +367,48 @@ def _masked_probes(key, mask, k, dt):
     idx = np.flatnonzero(np.asarray(mask).reshape(-1))
     if k > idx.size:
         raise ValueError(f"k={k} probes exceed the {idx.size} coordinates tangent_mask leaves free")
-    q = _random_probes(key, d=int(idx.size), k=k, dtype=jnp.dtype(dt))
+    q = random_probes(key, d=int(idx.size), k=k, dtype=jnp.dtype(dt))
     return jnp.zeros((np.asarray(mask).size, k), dt).at[idx].set(q)
 
 
+def _relative(out, previous, t0, steps):
+    """The relative fields: each sublayer's state growth subtracted from its log-growth, per step."""
+    g = out["state_growth"]  # (steps, n_maps)
+    g0 = jnp.zeros(g.shape[1:], g.dtype) if previous is None else jnp.asarray(previous.state_log_sum, g.dtype)
+    cum = g0 + jnp.cumsum(g, axis=0)
+    t = t0 + jnp.arange(1, steps + 1, dtype=g.dtype)[:, None]
+    mean = cum[-1] / (t0 + steps)
+    return dict(exponents=out["exponents"] - mean[:, None], log_growth=out["log_growth"] - g[:, :, None],
+                running=out["running"] - (cum / t)[:, :, None], state_growth=mean, state_log_sum=cum[-1])
+
+
+def _initial_probes(probes, key, tangent_mask, *, d, k, dt):
+    """The (d, k) start probes: `probes` checked for shape and orthonormality, else drawn from `key` (on the
+    masked coordinates when there is a tangent_mask)."""
+    if probes is not None:
+        probes = jnp.asarray(probes)
+        if probes.shape != (d, k):
+            raise ValueError(f"probes must have shape (d, k) = {(d, k)}, got {probes.shape}")
+        if not _is_traced(probes):
+            q = np.asarray(probes, dtype=np.float64)
+            tol = 1e-10 if probes.dtype == jnp.float64 else 1e-5
+            err = np.max(np.abs(q.T @ q - np.eye(k))) if np.all(np.isfinite(q)) else np.inf
+            if not err <= tol:
+                raise ValueError(f"probes are not orthonormal: max|Q^T Q - I| = {err:.3g} > {tol:g}")
+        Q0 = probes if probes.dtype == dt else probes.astype(dt)
+    elif key is None:
+        raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
+    elif tangent_mask is not None:
+        if _is_traced(tangent_mask):
+            raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
+        Q0 = _masked_probes(key, tangent_mask, k, dt)
+    else:
+        Q0 = random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+    return Q0
+
+
 def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, mesh, names, squeeze,
-         previous=None, remat=False, tangent_mask=None):
+         previous=None, remat=False, tangent_mask=None, relative=False):
     if len(maps) == 0:
         raise ValueError("maps is empty: need at least one map")
     maps = tuple(g if isinstance(g, Partial) else Partial(g) for g in maps)
@@ -316,25 +437,7 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
             where = f"map {j}" if len(maps) > 1 else "f"
             raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got {shape}")
 
-    if probes is not None:
-        probes = jnp.asarray(probes)
-        if probes.shape != (d, k):
-            raise ValueError(f"probes must have shape (d, k) = {(d, k)}, got {probes.shape}")
-        if not _is_traced(probes):
-            q = np.asarray(probes, dtype=np.float64)
-            tol = 1e-10 if probes.dtype == jnp.float64 else 1e-5
-            err = np.max(np.abs(q.T @ q - np.eye(k))) if np.all(np.isfinite(q)) else np.inf
-            if not err <= tol:
-                raise ValueError(f"probes are not orthonormal: max|Q^T Q - I| = {err:.3g} > {tol:g}")
-        Q0 = probes if probes.dtype == dt else probes.astype(dt)
-    elif key is None:
-        raise ValueError("give either key (random orthonormal probes) or probes (a (d, k) array)")
-    elif tangent_mask is not None:
-        if _is_traced(tangent_mask):
-            raise ValueError("with a traced tangent_mask pass probes= (drawing them needs a concrete mask)")
-        Q0 = _masked_probes(key, tangent_mask, k, dt)
-    else:
-        Q0 = _random_probes(key, d=d, k=k, dtype=jnp.dtype(dt))
+    Q0 = _initial_probes(probes, key, tangent_mask, d=d, k=k, dt=dt)
     if tangent_mask is not None:
         tangent_mask = jnp.asarray(tangent_mask)
         if tangent_mask.shape != z0.shape:
@@ -353,11 +456,13 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
                 renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, squeeze=squeeze, remat=remat)
     if not _is_traced(out):
         _raise_if_nonfinite(np.asarray(out["lg_all"]), np.asarray(out["state_ok"]), warmup, names)
+    fields = dict(exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"])
+    if relative:
+        fields = _relative(out, previous, t0, steps)
     return LyapunovResult(
-        exponents=out["exponents"], log_growth=out["log_growth"], running=out["running"],
-        final_state=out["final_state"], final_probes=out["final_probes"],
+        **fields, final_state=out["final_state"], final_probes=out["final_probes"],
         state_norms=out["state_norms"], log_sum=out["log_sum"], compensation=out["compensation"],
-        names=names, total_steps=t0 + steps)
+        names=names, total_steps=t0 + steps, relative=relative)
 
 
 def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
@@ -368,7 +473,7 @@ def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
     t, j = np.argwhere(bad)[0]  # row-major: first step, then first sublayer
     when = f"warmup step {t}" if t < warmup else f"step {t - warmup}"
     sub = f" (sublayer {j}{f' {names[j]!r}' if names[j] != f'map{j}' else ''})" if names else ""
-    if bad_lg[t, j]:
+    if bad_lg[t, j] and state_ok[t, j]:  # a non-finite state is reported as such, whatever its tangents did
         row = lg_all[t, j]
         if np.isnan(row).any() or np.isposinf(row).any():
             why = "the map diverged"
@@ -380,7 +485,7 @@ def _raise_if_nonfinite(lg_all, state_ok, warmup, names):
 
 def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=None, warmup: int = 0,
              renorm_every: int = 1, probe_chunk: int | None = None, mesh=None, remat: bool = False,
-             tangent_mask=None) -> LyapunovResult:
+             tangent_mask=None, options: EngineOptions | None = None) -> LyapunovResult:
     """The k leading-by-construction Lyapunov exponents of z -> f(z), with log_growth (steps, k).
 
     `probes` (d, k), if given, must be orthonormal and is used as is (so a run continued from
@@ -391,34 +496,46 @@ def benettin(f: Callable | Partial, z0, *, k: int, steps: int, key=None, probes=
     `tangent_mask` (bool/0-1 array of z's shape) zeroes the tangents outside the mask after every JVP, i.e.
     the exponents of the masked diagonal block of J (exact when J is block lower-triangular over the
     blocks, as a causal loop map is over positions: padding, per-token spectra); random probes are then
-    drawn on the masked coordinates only.
+    drawn on the masked coordinates only. `options` (EngineOptions) replaces warmup ... tangent_mask.
     """
-    return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=None, squeeze=True,
-                remat=remat, tangent_mask=tangent_mask)
+    opts = _resolve(options, warmup=warmup, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh,
+                    remat=remat, tangent_mask=tangent_mask)
+    return _run((f,), z0, k=k, steps=steps, key=key, probes=probes, names=None, squeeze=True, **opts)
 
 
 def benettin_sublayers(maps: Sequence[Callable | Partial], z0, *, k: int, steps: int, key=None,
                        probes=None, warmup: int = 0, renorm_every: int = 1,
                        probe_chunk: int | None = None, mesh=None,
                        names: Sequence[str] | None = None, remat: bool = False,
-                       tangent_mask=None) -> LyapunovResult:
+                       tangent_mask=None, relative: bool = False,
+                       options: EngineOptions | None = None) -> LyapunovResult:
     """Per-sublayer exponents (n_maps, k) of the step maps[-1] o ... o maps[0], QR after every map.
 
     `names` (optional) labels the maps; it defaults to ("map0", "map1", ...).
+
+    relative=False (plain): row j is the mean log|diag R| after map j, the growth of the tangent columns
+    through that map. It depends on the coordinates between sublayers: rescaling the state by c after map j
+    and by 1/c in map j+1 (f unchanged) adds ln c to row j and -ln c to row j+1.
+    relative=True (gauge-relative): each row has the map's own state growth log(||z_out|| / ||z_in||)
+    subtracted per step (`state_growth`), so a rescaling of the state between sublayers cancels out of every
+    row; the rows then sum to total() - net_state_growth() (the full exponents minus the state's net log
+    growth, ~0 on a bounded orbit). Neither form is coordinate-free (a non-scalar change of coordinates
+    between sublayers still moves the contributions).
     """
     maps = tuple(maps)
     if names is None:
         names = tuple(f"map{j}" for j in range(len(maps)))
     elif len(names) != len(maps):
         raise ValueError(f"got {len(names)} names for {len(maps)} maps")
-    return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, warmup=warmup,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=tuple(names),
-                squeeze=False, remat=remat, tangent_mask=tangent_mask)
+    opts = _resolve(options, warmup=warmup, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh,
+                    remat=remat, tangent_mask=tangent_mask)
+    return _run(maps, z0, k=k, steps=steps, key=key, probes=probes, names=tuple(names), squeeze=False,
+                relative=bool(relative), **opts)
 
 
 def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_every: int = 1,
-                      probe_chunk: int | None = None, mesh=None) -> LyapunovResult:
+                      probe_chunk: int | None = None, mesh=None,
+                      options: EngineOptions | None = None) -> LyapunovResult:
     """Extend a run of `benettin` (maps = f) or `benettin_sublayers` (maps = the same list) by `steps` steps
     from its final state and probes, continuing its compensated sum: `exponents` and `running` are over all
     recorded steps so far, `log_growth` covers the new steps only. `concatenate` joins the segments; the
@@ -430,9 +547,11 @@ def benettin_continue(maps, previous: LyapunovResult, *, steps: int, renorm_ever
     sublayers = previous.names is not None
     maps = tuple(maps) if sublayers else (maps,)
     k = previous.exponents.shape[-1]
+    opts = _resolve(options, renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh)
+    mask = options.tangent_mask if options is not None else None
     return _run(maps, previous.final_state, k=k, steps=steps, key=None, probes=previous.final_probes, warmup=0,
-                renorm_every=renorm_every, probe_chunk=probe_chunk, mesh=mesh, names=previous.names,
-                squeeze=not sublayers, previous=previous)
+                names=previous.names, squeeze=not sublayers, previous=previous, relative=previous.relative,
+                tangent_mask=mask, **opts)
 
 
 def concatenate(segments: Sequence[LyapunovResult]) -> LyapunovResult:

@@ -6,7 +6,10 @@ prompt shows up as NaN rather than being dropped silently); bad parameters raise
   * `standard_error`, `bootstrap_ci`: spread of a mean over independent samples (e.g. prompts).
   * `batch_means_se`: standard error of a time average of a correlated per-step series.
   * `running_drift`, `converged`: has a running average settled?
-  * `classify_signs`: how many exponents are confidently positive / negative / compatible with 0.
+  * `classify_signs`: how many exponents are confidently positive / negative / compatible with 0, from
+    per-exponent intervals (no multiple-testing correction).
+  * `holm_sign_counts`: the same counts with the Holm-Bonferroni correction over the k exponents (the
+    family-wise error rate of all k sign statements together is <= 1 - level).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "running_drift",
     "converged",
     "classify_signs",
+    "holm_sign_counts",
     "DRIFT_FRACTION",
     "DRIFT_ATOL",
     "DRIFT_RTOL",
@@ -148,3 +152,55 @@ def classify_signs(lo, hi) -> dict:
     neg = ~nan & (hi < 0)
     return {"positive": int(pos.sum()), "negative": int(neg.sum()),
             "zero": int((~nan & ~pos & ~neg).sum()), "undetermined": int(nan.sum())}
+
+
+def _two_sided_p(t, df):
+    """P(|T| >= |t|) for T normal (df None) or Student t with df degrees of freedom."""
+    from scipy import special  # a dependency of jax
+    t = np.abs(t)
+    if df is None:
+        return special.erfc(t / math.sqrt(2.0))
+    return 2.0 * special.stdtr(df, -t)
+
+
+def holm_sign_counts(means, se, *, level=0.95, df=None) -> dict:
+    """Counts of exponents that are positive / negative / consistent with zero, Holm-Bonferroni corrected.
+
+    Test i is H0: lambda_i = 0 with statistic t_i = means_i / se_i and a two-sided p-value p_i (normal, or
+    Student t with `df` degrees of freedom, e.g. n_prompts - 1 for a mean over prompts). Holm's step-down
+    procedure at alpha = 1 - level over the m tests with finite t_i: sort p ascending and reject
+    H0_(j) while p_(j) <= alpha / (m - j + 1), j = 1..m; stop at the first that fails. A rejected H0 counts as
+    "positive" or "negative" by the sign of the mean; the others as "zero" (consistent with 0 after the
+    correction). NaN means or se, or se <= 0 with mean 0, count as "undetermined" and are not in the
+    family; se = 0 with a non-zero mean is a sure sign (p = 0). The family-wise error rate over the m sign
+    statements is <= alpha (Holm 1979; no independence assumption).
+
+    Returns {"positive", "negative", "zero", "undetermined": ints, "signs": per-exponent "+", "-", "0" or
+    "?", "p_values": per-exponent (NaN for undetermined), "level", "correction": "holm-bonferroni",
+    "family_size": m}.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if df is not None and not (isinstance(df, (int, float, np.integer, np.floating)) and df > 0):
+        raise ValueError(f"df must be a number > 0 or None, got {df!r}")
+    m_, se_ = np.asarray(means, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    if m_.shape != se_.shape or m_.ndim != 1:
+        raise ValueError(f"means and se must be 1-D of the same shape, got {m_.shape} and {se_.shape}")
+    if np.any(se_ < 0):
+        raise ValueError("se must be >= 0")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se_ > 0, m_ / se_, np.where(m_ != 0, np.sign(m_) * np.inf, np.nan))
+    valid = np.isfinite(m_) & np.isfinite(se_) & ~np.isnan(t)
+    p = np.full(m_.shape, np.nan)
+    p[valid] = _two_sided_p(t[valid], df)
+    alpha, idx = 1 - level, np.flatnonzero(valid)
+    rejected = np.zeros(m_.shape, bool)
+    for j, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        if p[i] > alpha / (idx.size - j):
+            break
+        rejected[i] = True
+    signs = np.where(~valid, "?", np.where(rejected, np.where(m_ > 0, "+", "-"), "0"))
+    return {"positive": int((signs == "+").sum()), "negative": int((signs == "-").sum()),
+            "zero": int((signs == "0").sum()), "undetermined": int((signs == "?").sum()),
+            "signs": signs.tolist(), "p_values": p.tolist(), "level": float(level),
+            "correction": "holm-bonferroni", "family_size": int(idx.size)}
