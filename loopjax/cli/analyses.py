@@ -144,12 +144,12 @@ SPECTRUM = Analysis("spectrum", "spectrum", _spectrum, _spectrum_record, Lyapuno
 def _attribution(model, ids, key, o, unit, core=None):
     if core is not None:
         return core
-    return loopjax.attribution(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
+    return loopjax.attribution(model, ids, k=o.k, steps=o.steps, key=key, relative=o.relative, **_engine(o))
 
 
 def _attribution_batch(model, ids_list, keys, o):
     return loopjax.attribution(model, ids_list, k=o.k, steps=o.steps, key=keys, pad_multiple=o.pad_multiple,
-                               **_engine(o))
+                               relative=o.relative, **_engine(o))
 
 
 def _attribution_figures(folder, results, summary, title):

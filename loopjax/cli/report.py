@@ -36,8 +36,12 @@ def _blurb(name: str, r: dict) -> str:
         return (f"Top-{st['k']} exponents of the loop map over T={st['steps']} steps (Benettin/QR every step), "
                 f"per prompt; the state is the prompt's whole (L, H) residual stream.")
     if name == "attribution":
-        return (f"QR after every sublayer (k={st['k']}, T={st['steps']}): the sublayer exponents sum to the "
-                f"loop's. Bars: each sublayer's contribution to λ1 (direction 1); line: cumulative λ1 through "
+        form = ("gauge-relative: each sublayer's own state growth log(‖z_out‖/‖z_in‖) is subtracted, so a rescaling "
+                "between sublayers that leaves f unchanged leaves every contribution unchanged; the contributions "
+                "plus the net state growth sum to the loop's exponents. Neither form is coordinate-free"
+                if st.get("relative") else "plain form: coordinate-dependent, a rescaling between sublayers that "
+                "leaves f unchanged moves the contributions")
+        return (f"QR after every sublayer (k={st['k']}, T={st['steps']}; {form}). Bars: each sublayer's contribution to λ1 (direction 1); line: cumulative λ1 through "
                 f"the loop" + ("; heatmap: sublayer × direction." if st["k"] > 1 else "."))
     if name == "similarity":
         return (f"Cosine similarity between the (flattened) states after every sublayer, {st['loops']} loops, "

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from loopjax.io.checkpoint import read_json  # noqa: F401  (the one JSON reader; re-exported for the CLI)
-from loopjax.io.files import atomic_write_json, atomic_write_text, to_jsonable  # noqa: F401  (re-exported)
+from loopjax.io.files import UMASK, atomic_write_json, atomic_write_text, to_jsonable  # noqa: F401  (re-exported)
 
 
 class RunError(Exception):
@@ -252,7 +252,7 @@ class RunStore:
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
                              "token": token})
         try:
-            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~UMASK)
         except FileExistsError:  # another run took it between the check and now
             self._check_lock()
             raise RunError(f"results folder {self.root} was locked by another run just now; retry") from None

@@ -25,11 +25,21 @@ class AttributionSummary(Summary):
     largest_expanding_sublayer: str
     largest_contracting_sublayer: str
     exponents_mean: list                 # (n_sub, k)
-    total_exponents_mean: list           # (k,)
+    total_exponents_mean: list           # (k,) the full-step spectrum (relative: contributions + net growth)
+    relative: bool = False               # gauge-relative: each sublayer's own state growth subtracted
+    net_state_growth_mean: float = 0.0   # relative: Σ_sublayers log(‖z_out‖/‖z_in‖) per step (≈ 0 when bounded)
 
     def rows(self):
-        rows = [("λ1 total = sum of sublayer contributions (mean ± std)",
-                 plus_minus(self.lambda1_total_mean, self.lambda1_total_std)),
+        form = ("gauge-relative (each sublayer's state growth log‖z_out‖/‖z_in‖ subtracted: unchanged by a "
+                "rescaling between sublayers that leaves f unchanged; still not coordinate-free)" if self.relative
+                else "plain (coordinate-dependent: a rescaling between sublayers moves the contributions)")
+        rows = [("form", form),
+                ("λ1 total = sum of sublayer contributions (mean ± std)",
+                 plus_minus(self.lambda1_total_mean, self.lambda1_total_std))]
+        if self.relative:
+            rows.append(("net state growth per step (contributions + it = the loop's λ1)",
+                         f"{self.net_state_growth_mean:+.2e}"))
+        rows += [
                 ("largest expansion", self.largest_expanding_sublayer),
                 ("largest contraction", self.largest_contracting_sublayer)]
         rows += [(f"  {n}", f"{plus_minus(m, sd)}  (cumulative {c:+.4f})") for n, m, sd, c in
@@ -51,4 +61,8 @@ def summarize_attribution(results: Sequence[LyapunovResult]) -> AttributionSumma
         lambda1_total_std=as_float(cum[:, -1].std()),
         largest_expanding_sublayer=names[int(np.argmax(c1.mean(0)))],
         largest_contracting_sublayer=names[int(np.argmin(c1.mean(0)))],
-        exponents_mean=as_list(ex.mean(0)), total_exponents_mean=as_list(ex.sum(1).mean(0)))
+        exponents_mean=as_list(ex.mean(0)),
+        total_exponents_mean=as_list(np.mean([np.asarray(r.total(), dtype=np.float64) for r in results], axis=0)),
+        relative=bool(results[0].relative),
+        net_state_growth_mean=as_float(np.mean([np.asarray(r.net_state_growth(), dtype=np.float64)
+                                                if r.relative else 0.0 for r in results])))

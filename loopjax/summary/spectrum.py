@@ -1,4 +1,5 @@
-"""The spectrum summary: the exponents over prompts with their uncertainty, KY dimension, Pesin sum, orbits."""
+"""The spectrum summary (the paper's fixed protocol): the exponents over prompts with their uncertainty, whether
+the horizon converged, Holm-corrected sign counts, per-prompt Kaplan–Yorke dimensions and Ruelle bounds, orbits."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,7 @@ import numpy as np
 
 from loopjax.engine import stats
 from loopjax.engine.lyapunov import LyapunovResult
-from loopjax.engine.dynamics import kaplan_yorke_dimension, pesin_entropy
+from loopjax.engine.dynamics import kaplan_yorke_dimension, ruelle_bound
 from loopjax.summary.base import Summary, as_float, as_list, orbit_counts, orbit_json, plus_minus, register
 
 
@@ -47,17 +48,18 @@ class SpectrumSummary(Summary):
     batch_se_sorted: list = dataclasses.field(default_factory=list)
     drift_sorted: list = dataclasses.field(default_factory=list)
     converged_sorted: list = dataclasses.field(default_factory=list)
-    n_positive_95: int = 0                   # exponents whose 95% CI lies above 0
-    n_negative_95: int = 0                   # ... below 0
-    n_zero_95: int = 0                       # ... straddles 0 (consistent with zero)
+    n_positive_holm: int = 0                 # mean exponent > 0, Holm–Bonferroni over the k (t, P-1 df, 95%)
+    n_negative_holm: int = 0                 # ... < 0
+    n_zero_holm: int = 0                     # consistent with 0 after the correction (or undetermined)
+    sign_test: str = "Holm–Bonferroni over the k exponents: two-sided t-tests of the mean over prompts, 95%"
     n_positive_mean: int = 0                 # positive entries of the mean sorted spectrum
     lambda1_second_half_mean: float = math.nan
     n_positive_second_half: int = 0
     mean_spectrum_second_half: list = dataclasses.field(default_factory=list)
     max_orthogonality_error: float = math.nan
-    kaplan_yorke_dimension: float = math.nan  # of the mean spectrum; NaN: the k exponents sum to >= 0
-    pesin_sum: float = math.nan               # sum of the positive mean exponents (Pesin bound on KS entropy)
-    pesin_lower_bound: bool = False           # True when λ_k > 0: more positive exponents may lie beyond k
+    kaplan_yorke_per_prompt: list = dataclasses.field(default_factory=list)  # each prompt's own top-k spectrum
+    ruelle_bound_per_prompt: list = dataclasses.field(default_factory=list)  # Σ positive λ per prompt (h_KS <=)
+    ruelle_lower_estimate: list = dataclasses.field(default_factory=list)    # λ_k > 0: more positive beyond k
     n_probe_seeds: int = 0
     probe_seed_std_sorted: list = dataclasses.field(default_factory=list)  # mean over prompts of the std over seeds
     orbits: list = dataclasses.field(default_factory=list)                  # per prompt {kind, period}
@@ -65,14 +67,19 @@ class SpectrumSummary(Summary):
 
     def rows(self):
         ci = self.lambda1_ci95 or [math.nan, math.nan]
+        lam1_ok = bool(self.converged_sorted and self.converged_sorted[0])
         rows = [
             ("prompts", str(self.n_prompts)),
+            (f"horizon T = {self.steps} converged?", ("yes for λ1" if lam1_ok else "no: λ1 still drifts (a transient; "
+                                                      "see the regime section for the verdicts at a converged "
+                                                      "horizon)") + f"; {sum(bool(c) for c in self.converged_sorted)}"
+                                                     f" of {self.k} running averages within the drift tolerance"),
             ("λ1 (mean ± std over prompts)", plus_minus(self.lambda1_mean, self.lambda1_std)),
             ("λ1 standard error; bootstrap 95% CI", f"{self.lambda1_sem:.4f}; [{ci[0]:+.4f}, {ci[1]:+.4f}]"),
             ("λ1 from the second half of the steps only", f"{self.lambda1_second_half_mean:+.4f}"),
             ("λ1 min / max over prompts", f"{self.lambda1_min:+.4f} / {self.lambda1_max:+.4f}"),
-            ("positive / negative / consistent with 0 (95% CI)",
-             f"{self.n_positive_95} / {self.n_negative_95} / {self.n_zero_95} of {self.k}"),
+            ("positive / negative / consistent with 0 (Holm–Bonferroni over the k, 95%)",
+             f"{self.n_positive_holm} / {self.n_negative_holm} / {self.n_zero_holm} of {self.k}"),
             ("positive mean exponents: all steps → second half",
              f"{self.n_positive_mean} → {self.n_positive_second_half}"),
             ("running averages converged (last-quarter drift)",
@@ -81,10 +88,9 @@ class SpectrumSummary(Summary):
             ("spectrum range (max, min), all prompts", f"({self.range_max:+.4f}, {self.range_min:+.4f})"),
             ("top-5 (mean)", "[" + ", ".join(f"{v:+.4f}" for v in self.top5_mean) + "]"),
             ("sum of the k exponents (mean)", f"{self.sum_of_exponents_mean:+.4f}"),
-            ("Kaplan–Yorke dimension", "not determined (the k exponents sum to ≥ 0)"
-             if not math.isfinite(self.kaplan_yorke_dimension) else f"{self.kaplan_yorke_dimension:.3f}"),
-            ("Pesin sum (Σ positive λ)", f"{self.pesin_sum:.4f}" + (" (lower estimate: λ_k > 0)"
-                                                                   if self.pesin_lower_bound else "")),
+            ("Kaplan–Yorke dimension per prompt (top-k; not averaged: d differs)", _ky_text(self.kaplan_yorke_per_prompt)),
+            ("Ruelle bound Σλ⁺ per prompt (h_KS ≤ it)", _bound_text(self.ruelle_bound_per_prompt,
+                                                                     self.ruelle_lower_estimate)),
             ("final probes: max abs(QᵀQ − I)", f"{self.max_orthogonality_error:.2e}"),
         ]
         if self.n_probe_seeds:
@@ -93,6 +99,16 @@ class SpectrumSummary(Summary):
         if self.orbit_counts:
             rows.append(("orbit type (prompts)", ", ".join(f"{k}: {v}" for k, v in sorted(self.orbit_counts.items()))))
         return rows
+
+
+def _ky_text(values) -> str:
+    v = ["n/a" if x is None or not math.isfinite(x) else f"{x:.2f}" for x in values]
+    return ", ".join(v) + (" (n/a: the k exponents sum to ≥ 0, more are needed)" if "n/a" in v else "")
+
+
+def _bound_text(values, lower) -> str:
+    return ", ".join(f"{x:.3f}" + ("+" if lo else "") for x, lo in zip(values, lower)) + (
+        " (+: λ_k > 0, a lower estimate)" if any(lower) else "")
 
 
 def exponent_table(summary: SpectrumSummary, n: int = 10) -> tuple[list[str], list[list[str]]]:
@@ -128,9 +144,10 @@ def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5, *, orbit
     running = np.stack([_sorted_running(r) for r in results]).mean(0)  # (T, k) prompt-mean running averages
     batch_se = np.stack([stats.batch_means_se(np.asarray(r.log_growth, dtype=np.float64)[:, np.argsort(
         -np.asarray(r.exponents, dtype=np.float64), kind="stable")]) for r in results]).mean(0)
-    signs = stats.classify_signs(lo, hi)
+    signs = stats.holm_sign_counts(mean, stats.standard_error(ex), level=0.95,
+                                   df=ex.shape[0] - 1 if ex.shape[0] > 1 else None)
     orth = [np.max(np.asarray(o)) for o in (r.orthogonality_error() for r in results) if o is not None]
-    pesin = pesin_entropy(mean)
+    bounds = [ruelle_bound(row) for row in ex]
     extra = {}
     if probe_seed_results:
         srt = lambda q: (np.asarray(q.sorted(), dtype=np.float64) if isinstance(q, LyapunovResult)  # noqa: E731
@@ -154,9 +171,11 @@ def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5, *, orbit
         sem_sorted=as_list(stats.standard_error(ex)), ci95_lo_sorted=as_list(lo), ci95_hi_sorted=as_list(hi),
         batch_se_sorted=as_list(batch_se), drift_sorted=as_list(stats.running_drift(running)),
         converged_sorted=[bool(c) for c in np.atleast_1d(stats.converged(running))],
-        n_positive_95=int(signs["positive"]), n_negative_95=int(signs["negative"]),
-        n_zero_95=int(signs["zero"] + signs.get("undetermined", 0)), n_positive_mean=int((mean > 0).sum()),
+        n_positive_holm=int(signs["positive"]), n_negative_holm=int(signs["negative"]),
+        n_zero_holm=int(signs["zero"] + signs["undetermined"]), n_positive_mean=int((mean > 0).sum()),
         lambda1_second_half_mean=as_float(late[0]), n_positive_second_half=int((late > 0).sum()),
         mean_spectrum_second_half=as_list(late), max_orthogonality_error=as_float(np.max(orth)) if orth else math.nan,
-        kaplan_yorke_dimension=as_float(kaplan_yorke_dimension(mean)), pesin_sum=as_float(pesin.value),
-        pesin_lower_bound=bool(pesin.lower_bound), **extra)
+        kaplan_yorke_per_prompt=[as_float(kaplan_yorke_dimension(row)) for row in ex],
+        ruelle_bound_per_prompt=[as_float(b.value) for b in bounds],
+        ruelle_lower_estimate=[bool(b.lower_bound) for b in bounds],
+        **extra)

@@ -14,18 +14,27 @@ class AttributionSettings(Transient):
     k: int
     steps: int
     pad_multiple: int | None = None
+    relative: bool = True  # gauge-relative (each sublayer's state growth subtracted); --plain: the raw form
 
     @classmethod
     def from_args(cls, args, *, k=None, steps=None) -> "AttributionSettings":
         return cls(k=or_default(k if k is not None else args.k, PAPER["attribution"]["k"]),
                    steps=or_default(steps if steps is not None else args.steps, PAPER["attribution"]["steps"]),
-                   **dataclasses.asdict(Transient.from_args(args)), pad_multiple=pad_multiple(args))
+                   **dataclasses.asdict(Transient.from_args(args)), pad_multiple=pad_multiple(args),
+                   relative=not getattr(args, "plain", False))
 
 
 def add_options(p) -> None:
     add_common(p, model_default=DEFAULT_MODEL, k_default=PAPER["attribution"]["k"],
                steps_default=PAPER["attribution"]["steps"])
     add_transient(p, probe_seeds=False)
+    add_plain(p)
+
+
+def add_plain(p) -> None:
+    p.add_argument("--plain", action="store_true",
+                   help="the plain (coordinate-dependent) attribution instead of the gauge-relative one, which "
+                        "subtracts each sublayer's own state growth log(|z_out|/|z_in|)")
 
 
 def summary_line(r: dict) -> str:

@@ -15,7 +15,7 @@ class RegimeSettings:
     up to max_steps (then "undetermined"); closed orbits of period <= max_period."""
     k: int = 2
     min_steps: int = 64
-    max_steps: int = 4096
+    max_steps: int = 8192
     max_period: int = 128
 
     @classmethod

@@ -13,7 +13,7 @@ from loopjax.cli import report
 from loopjax.cli.analyses import (ANALYSES, ATTRIBUTION, COMPLETE, DYNAMICS, REGIME, SIMILARITY, SPECTRUM, TOKENS,
                                   TRAJECTORY)
 from loopjax.cli.commands import ablate
-from loopjax.cli.commands.attribute import AttributionSettings
+from loopjax.cli.commands.attribute import AttributionSettings, add_plain
 from loopjax.cli.commands.base import (BUILTIN_MODELS, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
                                        check_k, or_default, read_prompts, run_analysis, say, setup)
 from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
@@ -203,6 +203,7 @@ def add_options(p) -> None:
     add_common(p, report=True, k_default=PAPER["spectrum"]["k"],
                steps_help="if given, the step count of every analysis (overrides the per-analysis defaults below)")
     add_transient(p, probe_seeds=True)
+    add_plain(p)
     p.add_argument("--spectrum-steps", type=int, default=None,
                    help=f"spectrum T (default {PAPER['spectrum']['steps']})")
     p.add_argument("--attr-k", type=int, default=REPORT_ATTR_K,
