@@ -382,6 +382,10 @@ class Parcae(nn.Module):
         return out if cap is None else cap * jnp.tanh(out / cap)
 
     def __call__(self, ids):
+        """The whole forward from a zero state (used by init: it touches every parameter, including value
+        tables that no layer reads, e.g. a table whose layer has no ve_gate)."""
+        for table in self.value_embeds.values():
+            table(ids)
         angles = parcae_angles(self.cfg, ids.shape[-1])
         e = self.inject(ids, angles)
         ves = self.core_value_embeds(ids)
