@@ -164,8 +164,8 @@ def read_index(path) -> dict[str, TensorRef]:
             root = _root(path, archive)
             result = _StateDictUnpickler(archive.read(root + "data.pkl"), path).load()
             present = set(archive.namelist())
-        except TorchPickleError:
-            raise
+        except TorchPickleError as e:   # the stand-ins' own complaints do not know the file yet
+            raise e if str(path) in str(e) else _fail(path, str(e)) from None
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise _fail(path, f"damaged archive ({type(e).__name__}: {e})") from None
         except Exception as e:  # noqa: BLE001 - any malformed pickle: one line naming the file
@@ -209,7 +209,7 @@ def _view(storage: np.ndarray, ref: TensorRef) -> np.ndarray:
     item = storage.itemsize
     view = np.lib.stride_tricks.as_strided(storage[ref.offset:], ref.shape, tuple(s * item for s in ref.stride),
                                            writeable=False)
-    return np.ascontiguousarray(view)
+    return np.array(view, order="C")   # a copy (ascontiguousarray would make a 0-d tensor 1-d)
 
 
 def load_state_dict(path) -> dict[str, np.ndarray]:
