@@ -58,7 +58,7 @@ def _add_common(p: argparse.ArgumentParser, *, model: bool = True, report: bool 
     if model:
         g.add_argument("--model", default=None if report else commands.DEFAULT_MODEL,
                        help="what loopjax.load takes: HF checkpoint dir, hub id ORG/NAME, orbax dir "
-                            "from `loopjax convert`, or builtin:ouro-tiny / builtin:huginn-tiny"
+                            "from `loopjax convert`, or builtin:ouro-tiny / builtin:huginn-tiny / builtin:parcae-tiny"
                             + (" (default: both built-in models)" if report else ""))
         g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
     if k_default is not None:
