@@ -22,6 +22,7 @@ import loopjax
 from conftest import FIXTURES
 from loopjax.models import config_from_hf
 from loopjax.models.parcae import PARCAE, ParcaeConfig
+from loopjax.models.parcae.modeling import initial_state
 from loopjax.models.presets import parcae_config, preset
 from numpy_parcae import NumpyParcae, write_parcae
 from numpy_reference import benettin_fd, read_checkpoint
@@ -329,9 +330,7 @@ def test_unseen_spectrum_matches_finite_difference_benettin(unseen_dirs):
 @pytest.mark.parametrize("kind", ["like-init", "zero", "normal", "embed", "unit"])
 def test_state_initialisations(kind):
     cfg = config_from_hf({**preset("parcae-tiny"), "state_init": kind})
-    m = loopjax.random_model(cfg, jax.random.key(0))
-    ids = np.arange(1, 65, dtype=np.int32)
-    z = np.asarray(loopjax.init_state(m, ids, key=jax.random.key(1)), np.float64)
+    z = np.asarray(initial_state(cfg, (64, cfg.hidden_size), jax.random.key(1)), np.float64)
     assert z.shape == (64, cfg.hidden_size)
     std = np.sqrt(2 / (5 * cfg.n_embd))
     if kind == "zero":
@@ -346,9 +345,11 @@ def test_state_initialisations(kind):
 
 
 def test_random_start_needs_a_key():
-    m = loopjax.random_model(config_from_hf(preset("parcae-tiny")), jax.random.key(0))
+    m = loopjax.load("builtin:parcae-tiny-random")
     with pytest.raises(ValueError, match="starts its loop from a random state"):
         PARCAE.initial_state(m.params, m.config, np.array([1, 2]), {}, None)
+    z = loopjax.init_state(m, np.array([1, 2, 3]), key=jax.random.key(1))
+    assert z.shape == (3, m.config.hidden_size) and np.abs(np.asarray(z)).max() <= 3 * m.config.init_std + 1e-7
 
 
 # ---- the analyses on a Parcae model ----
