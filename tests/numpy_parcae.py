@@ -108,7 +108,8 @@ def random_tensors(cfg: dict, rng) -> dict:
     nh = cfg["num_attention_heads"]
     nkv, hd = cfg.get("num_key_value_heads") or nh, H // nh
     R = cfg.get("recurrent_embedding_dimension") or H
-    IR, nhr = cfg.get("recurrent_intermediation_embedding_dimension") or I, cfg.get("recurrent_num_attention_heads") or nh
+    IR = cfg.get("recurrent_intermediation_embedding_dimension") or I
+    nhr = cfg.get("recurrent_num_attention_heads") or nh
     P, C, D = cfg["n_layers_in_prelude"], cfg["n_layers_in_recurrent_block"], cfg["n_layers_in_coda"]
     lin = lambda o, i: rng.normal(0, 0.8 / np.sqrt(i), (o, i))  # noqa: E731
     t = {"transformer.wte.weight": rng.normal(0, 1, (Vp, H)), "transformer.ln_f.weight": rng.uniform(0.6, 1.4, H),
@@ -119,9 +120,11 @@ def random_tensors(cfg: dict, rng) -> dict:
     for stack, n, j0, id0, width, q_heads, kv_heads, inter in stacks:
         for i in range(n):
             p = f"transformer.{stack}.{i}."
-            t.update({p + "norm_1.weight": rng.uniform(0.6, 1.4, width), p + "norm_2.weight": rng.uniform(0.6, 1.4, width),
+            t.update({p + "norm_1.weight": rng.uniform(0.6, 1.4, width),
+                      p + "norm_2.weight": rng.uniform(0.6, 1.4, width),
                       p + "attn.c_q.weight": lin(q_heads * hd, width), p + "attn.c_k.weight": lin(kv_heads * hd, width),
-                      p + "attn.c_v.weight": lin(kv_heads * hd, width), p + "attn.c_proj.weight": lin(width, q_heads * hd),
+                      p + "attn.c_v.weight": lin(kv_heads * hd, width),
+                      p + "attn.c_proj.weight": lin(width, q_heads * hd),
                       p + "mlp.fc.weight": lin(inter, width), p + "mlp.proj.weight": lin(width, inter)})
             if (id0 + i) % 2 == (n_layer - 1) % 2:
                 t[p + "attn.ve_gate.weight"] = rng.normal(0, 1 / np.sqrt(32), (kv_heads, 32))

@@ -184,7 +184,8 @@ def test_injection_jacobian_is_the_diagonal_decay():
         t = jnp.asarray(np.random.default_rng(0).normal(size=z0.shape))
         out = jax.jvp(maps[0], (z0,), (t,))[1]
         a = m.params["adapter"]
-        decay = np.exp(-np.log1p(np.exp(np.asarray(a["dt_bias"], np.float64))) * np.exp(np.asarray(a["A_log"], np.float64)))
+        dt_bias, a_log = np.asarray(a["dt_bias"], np.float64), np.asarray(a["A_log"], np.float64)
+        decay = np.exp(-np.log1p(np.exp(dt_bias)) * np.exp(a_log))
     assert names[0] == "injection" and decay.max() < 1
     np.testing.assert_allclose(np.asarray(out), np.asarray(t) * decay, rtol=1e-12, atol=1e-14)
 
@@ -278,7 +279,8 @@ L = 6
 
 @pytest.fixture(scope="module")
 def unseen_dirs(tmp_path_factory):
-    return {name: write_parcae(tmp_path_factory.mktemp(name), cfg, seed=i) for i, (name, cfg) in enumerate(UNSEEN.items())}
+    return {name: write_parcae(tmp_path_factory.mktemp(name), cfg, seed=i)
+            for i, (name, cfg) in enumerate(UNSEEN.items())}
 
 
 def _compare(got, want, precision):

@@ -154,7 +154,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, name, where):
 
 
 @pytest.mark.parametrize("pkl, match", [
-    (b"\x80\x02" + _global("collections", "OrderedDict") + b"(" + _int(1) + b"tR.", "OrderedDict rebuilt with arguments"),
+    (b"\x80\x02" + _global("collections", "OrderedDict") + b"(" + _int(1) + b"tR.",
+     "OrderedDict rebuilt with arguments"),
     (b"\x80\x02" + _str("just a string") + b".", "holds a str, not a state dict"),
     (state_dict_pickle([("a", _tensor("FloatStorage", "0", 4, 2, (4,), (1,)))]), "reads past the end of storage 0"),
     (state_dict_pickle([("a", _tensor("FloatStorage", "9", 4, 0, (4,), (1,)))]), r"storages missing from the archive"),
