@@ -354,6 +354,19 @@ def _as_result(r) -> LyapunovResult:
     return r if isinstance(r, LyapunovResult) else LyapunovResult.from_json(r)
 
 
+INJECTION_SUBLAYERS = ("adapter", "injection")   # the sublayer that reads e: Huginn's adapter, Parcae's injection
+
+
+def injection_sublayer(names) -> str:
+    """The name of the loop map's injection sublayer among `names` (the `adapter_*` fields of AblationSummary
+    are its contributions); ValueError unless there is one and a core_block.0."""
+    found = next((n for n in INJECTION_SUBLAYERS if n in names), None)
+    if found is None or "core_block.0" not in names:
+        raise ValueError(f"the attribution has no {' / '.join(INJECTION_SUBLAYERS)} and core_block.0 sublayers "
+                         f"({list(names)}): not a model with an input injection (Huginn, Parcae)")
+    return found
+
+
 def summarize_ablation(result_or_alphas, lambda1_values=None, *, attribution=None, orbits=None, spectra=None,
                        mode: str | None = None) -> AblationSummary:
     """The per-alpha statistics of an ablation: `summarize_ablation(result)` for an AblationResult, or
@@ -380,10 +393,7 @@ def summarize_ablation(result_or_alphas, lambda1_values=None, *, attribution=Non
     attrs = [[_as_result(x) for x in attribution[j]] for j in order]
     attr_s = [summarize(row, kind="attribution") for row in attrs]
     names = list(attr_s[0].names)
-    if "adapter" not in names or "core_block.0" not in names:
-        raise ValueError(f"the attribution has no adapter / core_block.0 sublayers ({names}): not a Huginn-style "
-                         f"model")
-    ia, ic = names.index("adapter"), names.index("core_block.0")
+    ia, ic = names.index(injection_sublayer(names)), names.index("core_block.0")
     contrib = [np.asarray([np.asarray(x.exponents, np.float64)[:, 0] for x in row]) for row in attrs]  # (P, n_sub)
     means = [s.mean for s in lam_s]
     spec_s = None
@@ -406,4 +416,4 @@ def summarize_ablation(result_or_alphas, lambda1_values=None, *, attribution=Non
 
 
 __all__ = ["Crossing", "crossing_alpha", "AblationUnit", "ablation_unit", "AblationResult", "injection_ablation",
-           "AblationSummary", "summarize_ablation", "check_alphas", "NO_CROSSING"]
+           "AblationSummary", "summarize_ablation", "check_alphas", "NO_CROSSING", "injection_sublayer"]

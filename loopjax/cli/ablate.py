@@ -246,7 +246,8 @@ def plot_contributions_vs_alpha(path, summary, title: str) -> Path:
         x = np.asarray(summary.alphas, dtype=np.float64)
         fig, ax = plt.subplots(figsize=(6.8, 4.4))
         f = lambda v: np.asarray([np.nan if s is None else s for s in v], dtype=np.float64)  # noqa: E731
-        for mean, sem, label, c, m in ((summary.adapter_mean, summary.adapter_sem, "adapter", OKABE_ITO[3], "s"),
+        inj = ablation.injection_sublayer(summary.names)   # Huginn: adapter, Parcae: injection
+        for mean, sem, label, c, m in ((summary.adapter_mean, summary.adapter_sem, inj, OKABE_ITO[3], "s"),
                                        (summary.core_block0_mean, summary.core_block0_sem, "core_block.0",
                                         OKABE_ITO[0], "o")):
             mean, sem = f(mean), f(sem)
@@ -277,7 +278,8 @@ def write_index(folder: Path, res: dict, summary) -> Path:
              + (f", spectrum k={st['k']} T={st['spectrum_steps']}" if st["k"] else "")
              + f", orbit {st['orbit_steps']} steps.", "",
              f"α* (mean λ1 crosses 0, linear interpolation): {star}", "",
-             "| α | λ1 mean ± s.e. | min / max | adapter | core_block.0 | total (attribution) | orbits |",
+             f"| α | λ1 mean ± s.e. | min / max | {ablation.injection_sublayer(summary.names)} | core_block.0 | "
+             "total (attribution) | orbits |",
              "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.4f}"  # noqa: E731
     for j, a in enumerate(summary.alphas):
