@@ -1,4 +1,4 @@
-"""loopjax: looped transformers (Ouro, Huginn) in JAX, and the Lyapunov spectrum of their loop dynamics.
+"""loopjax: looped transformers (Ouro, Huginn, Parcae) in JAX, and the Lyapunov spectrum of their loop dynamics.
 
 The public API; `import loopjax` loads neither matplotlib nor the command line.
 """

@@ -192,13 +192,14 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
                  "--out", out, "--jobs", 1, "--quiet"], capsys)
     assert rc == 0
     assert (out / "index.md").is_file() and (out / "index.html").is_file()
-    for name in ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject"):  # the trained built-ins
+    for name in ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny"):  # the trained built-ins
         d = out / name
         assert "simple" not in load(d / "spectrum" / "results.json")["model"]["tokenizer"]  # their own BPE
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
         pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
-        # running top-5, full spectrum, bars, heatmap, similarity, convergence, tokens; Huginn: + the ablation's two
-        assert len(pngs) == (9 if name == "huginn-tiny" else 7), pngs  # + λ1 per token
+        # running top-5, full spectrum, bars, heatmap, similarity, convergence, tokens; models with an injection
+        # (Huginn, Parcae): + the ablation's two
+        assert len(pngs) == (9 if name in ("huginn-tiny", "parcae-tiny") else 7), pngs  # + λ1 per token
         for png in pngs:
             assert f"({png})" in md and f"src='{png}'" in html
         for a in ("spectrum", "attribution", "similarity", "trajectory"):

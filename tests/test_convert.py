@@ -127,8 +127,13 @@ def test_bad_sources(tmp_path):
 
 
 def test_no_safetensors_no_pickle(tmp_path):
+    """Without safetensors, a pytorch_model.bin is read only by loopjax's restricted state-dict reader
+    (tests/test_torch_pickle.py), never unpickled: here it is not even a torch archive, and is refused."""
     ckpt = _copy("ouro-tiny", tmp_path)
     (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin is not a readable PyTorch state dict: it is not a zip"):
+        loopjax.load(ckpt)
+    (ckpt / "pytorch_model.bin").unlink()
     with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
         loopjax.load(ckpt)
 

@@ -153,7 +153,7 @@ def test_ablation_summary_and_figure(tmp_path):
     assert ablation_mod.plot(s, tmp_path / "f.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject"])
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny"])
 def test_shipped_builtins_are_the_trained_models_they_claim(name):
     """The trained built-ins load with their own BPE tokenizer, and their shipped (bf16) weights give the
     held-out loss their training.json states; the injected models beat the unigram baseline."""

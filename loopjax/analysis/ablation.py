@@ -271,5 +271,18 @@ def injection_ablation(model: LoopModel, prompts_ids, alphas, *, steps_lambda1: 
     return AblationResult(alphas=alphas, units=units, settings=settings)
 
 
+INJECTION_SUBLAYERS = ("adapter", "injection")   # the sublayer that reads e: Huginn's adapter, Parcae's injection
+
+
+def injection_sublayer(names) -> str:
+    """The name of the loop map's injection sublayer among `names` (the `adapter_*` fields of AblationSummary
+    are its contributions); ValueError unless there is one and a core_block.0."""
+    found = next((n for n in INJECTION_SUBLAYERS if n in names), None)
+    if found is None or "core_block.0" not in names:
+        raise ValueError(f"the attribution has no {' / '.join(INJECTION_SUBLAYERS)} and core_block.0 sublayers "
+                         f"({list(names)}): not a model with an input injection (Huginn, Parcae)")
+    return found
+
+
 __all__ = ["Crossing", "crossing_alpha", "AblationUnit", "ablation_unit", "AblationResult", "injection_ablation",
-           "check_alphas", "NO_CROSSING"]
+           "check_alphas", "NO_CROSSING", "injection_sublayer"]

@@ -63,8 +63,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def add_model(g, *, default: str | None, report: bool = False) -> None:
     g.add_argument("--model", default=default,
                    help="what loopjax.load takes: HF checkpoint dir, hub id ORG/NAME, orbax dir "
-                        "from `loopjax convert`, or builtin:ouro-tiny / builtin:huginn-tiny"
-                        + (" (default: both built-in models)" if report else ""))
+                        "from `loopjax convert`, or builtin:ouro-tiny / builtin:huginn-tiny / builtin:parcae-tiny"
+                        + (" (default: the trained built-in models)" if report else ""))
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
 
 

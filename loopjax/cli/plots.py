@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from loopjax.analysis.ablation import NO_CROSSING
+from loopjax.analysis.ablation import NO_CROSSING, injection_sublayer
 
 import matplotlib
 
@@ -422,7 +422,7 @@ def plot_lambda1_vs_alpha(path, alphas, lam1: np.ndarray, summary, title: str) -
                     ha="right", color=OKABE_ITO[3], fontsize=8, transform=ax.get_xaxis_transform())
         if x.min() <= 1.0 <= x.max():  # the model itself
             ax.axvline(1.0, color="0.6", ls=":", lw=1.0)
-        ax.set_xlabel("injection scale $\\alpha$ (adapter input concat(z, $\\alpha$ e); 1 = the model)")
+        ax.set_xlabel("injection scale $\\alpha$ (e -> $\\alpha$ e in the loop; 1 = the model)")
         ax.set_ylabel("$\\lambda_1$ (log growth per loop)")
         ax.legend(loc="best")
         ax.set_title(f"{title}: $\\lambda_1$ vs injection scale, {P} prompts — {_star_text(summary)}")
@@ -436,7 +436,8 @@ def plot_contributions_vs_alpha(path, summary, title: str) -> Path:
         x = np.asarray(summary.alphas, dtype=np.float64)
         fig, ax = plt.subplots(figsize=(6.8, 4.4))
         f = lambda v: np.asarray([np.nan if s is None else s for s in v], dtype=np.float64)  # noqa: E731
-        for mean, sem, label, c, m in ((summary.adapter_mean, summary.adapter_sem, "adapter", OKABE_ITO[3], "s"),
+        inj = injection_sublayer(summary.names)  # Huginn: adapter, Parcae: injection
+        for mean, sem, label, c, m in ((summary.adapter_mean, summary.adapter_sem, inj, OKABE_ITO[3], "s"),
                                        (summary.core_block0_mean, summary.core_block0_sem, "core_block.0",
                                         OKABE_ITO[0], "o")):
             mean, sem = f(mean), f(sem)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from loopjax.analysis.ablation import NO_CROSSING
+from loopjax.analysis.ablation import NO_CROSSING, injection_sublayer
 from loopjax.cli.runstore import utc_now
 from loopjax.io.files import atomic_write_json, atomic_write_text
 from loopjax.summary import exponent_table, summary_from_json
@@ -71,7 +71,7 @@ def _blurb(name: str, r: dict) -> str:
                 f"positions, finite-time λ1; the logit lens (readout after each of {st['lens_steps']} loops) and "
                 f"attention-pattern similarity across {st['attention_loops']} loops.")
     if name == "ablation":
-        return (f"The injection e scaled by alpha (the adapter sees concat(z, alpha·e)): λ1 (one probe, "
+        return (f"The injection e scaled by alpha (Huginn's adapter sees concat(z, alpha·e); Parcae's injection adds alpha·b⊙(eBᵀ)): λ1 (one probe, "
                 f"T={st['steps_lambda1']}) and the k=1 attribution per alpha; details: ablation/index.md.")
     return f"λ1 (one probe, T={st['steps']}) per prompt for each checkpoint."
 
@@ -255,7 +255,8 @@ def write_ablation_index(folder: Path, res: dict, summary) -> Path:
              + (f", spectrum k={st['k']} T={st['spectrum_steps']}" if st["k"] else "")
              + f", orbit {st['orbit_steps']} steps.", "",
              f"α* (mean λ1 crosses 0, linear interpolation): {star}", "",
-             "| α | λ1 mean ± s.e. | min / max | adapter | core_block.0 | total (attribution) | orbits |",
+             f"| α | λ1 mean ± s.e. | min / max | {injection_sublayer(summary.names)} | core_block.0 | "
+             "total (attribution) | orbits |",
              "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.4f}"  # noqa: E731
     for j, a in enumerate(summary.alphas):

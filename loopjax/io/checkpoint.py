@@ -1,10 +1,11 @@
 """Checkpoint file formats, the one home of loopjax's file I/O: HF safetensors directories (single or sharded),
 hub repos, and orbax directories written by `loopjax convert`.
 
-Weights are only ever read from safetensors or orbax (never pickle). Headers are read and checked first (by the
-`safetensors` package: header length, JSON, every tensor's byte range against its shape and the file size), so
-that a missing shard, a truncated file or a wrong tensor is reported, naming the file, before any weight is
-loaded. Every error is one
+Weights are read from safetensors or orbax, or (folders with no safetensors, e.g. Parcae's hub checkpoints) from a
+`pytorch_model.bin` through loopjax.io.torch_pickle, a restricted reader that resolves only the tensor-rebuild and
+storage globals of a state dict and never runs anything else in the pickle. Headers are read and checked first (by the `safetensors`
+package: header length, JSON, every tensor's byte range against its shape and the file size), so that a missing shard, a
+truncated file or a wrong tensor is reported, naming the file, before any weight is loaded. Every error is one
 line that names the file or directory it is about. Writers build their output in a hidden sibling folder and
 move it into place with os.replace, so a failed write never leaves a partial checkpoint behind.
 """
@@ -16,6 +17,8 @@ import re
 import shutil
 import secrets
 from pathlib import Path
+
+from loopjax.io import torch_pickle
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -142,8 +145,14 @@ def tensor_index(ckpt_dir) -> dict[str, TensorInfo]:
         return found
     files = sorted(ckpt_dir.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{ckpt_dir}: no *.safetensors files (and no {INDEX_FILE}); loopjax reads "
-                                f"weights only from safetensors or from an orbax dir written by `loopjax convert`")
+        torch_file = next((ckpt_dir / n for n in torch_pickle.TORCH_FILES if (ckpt_dir / n).is_file()), None)
+        if torch_file is not None:
+            torch_file = confined(ckpt_dir, torch_file.name, "weights file")
+            return {name: TensorInfo(torch_file, ref.dtype, ref.shape)
+                    for name, ref in torch_pickle.read_index(torch_file).items()}
+        raise FileNotFoundError(f"{ckpt_dir}: no *.safetensors files (and no {INDEX_FILE}, no "
+                                f"{' / '.join(torch_pickle.TORCH_FILES)}); loopjax reads weights only from "
+                                f"safetensors, a PyTorch state dict or an orbax dir written by `loopjax convert`")
     found = {}
     for file in files:
         found.update(safetensors_header(confined(ckpt_dir, file.name, "weights file")))
@@ -159,6 +168,13 @@ def read_tensors(infos: dict[str, TensorInfo]):
         by_file.setdefault(info.file, []).append(name)
     out = {}
     for file, names in by_file.items():
+        if file.name in torch_pickle.TORCH_FILES:
+            import jax.numpy as jnp
+
+            refs = torch_pickle.read_index(file)
+            arrays = torch_pickle.read_arrays(file, {n: refs[n] for n in names})
+            out.update({n: jnp.asarray(a) for n, a in arrays.items()})
+            continue
         try:
             with safe_open(str(file), framework="flax") as f:
                 for name in names:
@@ -501,11 +517,17 @@ def resolve(source: str, revision: str | None = None) -> tuple[str, Path | str]:
 
 
 def hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    """The repo's snapshot folder with its config, safetensors and tokenizer; a repo without safetensors
+    (Parcae publishes only pytorch_model.bin) gets its PyTorch state dict fetched in a second pass, so repos
+    with both never download the pickle."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        where = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        if any(where.glob("*.safetensors")):
+            return where
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(torch_pickle.TORCH_FILES)))
     except LocalEntryNotFoundError as e:
         raise FileNotFoundError(f"could not fetch {repo_id}@{revision or 'main'} from the hub and it is not in "
                                 f"the local cache (offline?): {e}") from None

@@ -20,6 +20,8 @@ class Architecture:
 
     name: str = ""                      # short name, e.g. "ouro"
     model_types: tuple[str, ...] = ()   # config.json "model_type" values this architecture reads
+    class_names: tuple[str, ...] = ()   # config.json "_class_name" / "model_class_name" values (configs without
+                                        # a model_type, e.g. Parcae's)
     config_class: type = object         # frozen dataclass with from_hf(dict) / to_hf()
     table: tuple = ()                   # (HF name regex, param path regex, transform) rows
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from loopjax.analysis.ablation import NO_CROSSING, AblationResult, crossing_alpha
+from loopjax.analysis.ablation import NO_CROSSING, AblationResult, crossing_alpha, injection_sublayer
 from loopjax.engine import stats
 from loopjax.summary.attribution import summarize_attribution
 from loopjax.summary.base import Summary, orbit_counts, register
@@ -93,10 +93,7 @@ def summarize_ablation(result: AblationResult) -> AblationSummary:
     lam_s = [summarize_lambda1([u.lambda1 for u in row]) for row in rows]
     attr_s = [summarize_attribution([u.attribution for u in row]) for row in rows]
     names = list(attr_s[0].names)
-    if "adapter" not in names or "core_block.0" not in names:
-        raise ValueError(f"the attribution has no adapter / core_block.0 sublayers ({names}): not a Huginn-style "
-                         f"model")
-    ia, ic = names.index("adapter"), names.index("core_block.0")
+    ia, ic = names.index(injection_sublayer(names)), names.index("core_block.0")
     contrib = [np.asarray([np.asarray(u.attribution.exponents, np.float64)[:, 0] for u in row]) for row in rows]
     means = [s.mean for s in lam_s]
     spec_s = None

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 
+from loopjax.train import forward
 from loopjax.train.trainer import OURO_LOSSES, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -48,7 +49,7 @@ _FIELDS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--arch", choices=("ouro", "huginn", "huginn-noinject"), default=_DEFAULTS.arch,
+    parser.add_argument("--arch", choices=forward.ARCHS, default=_DEFAULTS.arch,
                         help="architecture (default %(default)s); ignored with --ablation")
     parser.add_argument("--out", required=True, help="output folder (loopjax.load(OUT) reads the final model)")
     parser.add_argument("--ablation", action="store_true",

@@ -12,6 +12,9 @@ Architectures (the trainer's ``arch`` strings):
   * ``ouro``: z_0 = embed(ids); loop = decoder layers + final norm, ``total_ut_steps`` times; logits from
     the last loop (the early-exit gate is not trained).
   * ``huginn``: e = prelude(embed(ids)); z_0 random; loop = adapter(cat[z, e]) + core blocks; coda + head.
+  * ``parcae``: e = ln_prelude(prelude(embed(ids))); z_0 random (like-init); loop = diagonal injection
+    x exp(-dt A) + dt (e B^T), then pre-norm core blocks; C + coda + head. Trained like Huginn (sampled loop
+    counts, truncated backprop through the last ``backprop_depth`` loops).
   * ``huginn-noinject``: the same architecture and parameter tree, but the loop sees e = 0 (adapter input
     cat[z, 0]): the loop map does not depend on the input. Its config has ``injection_type="none"`` (also
     in the saved config.json), so the model's own context -- and with it training, loopjax.lambda1,
@@ -30,9 +33,9 @@ from jax.tree_util import Partial
 from loopjax.analysis.frontends import lambda1
 from loopjax.models import config_from_hf
 from loopjax.models.loop_model import LoopModel, Sublayer, context, init_state
-from loopjax.models.presets import huginn_config, ouro_config
+from loopjax.models.presets import huginn_config, ouro_config, parcae_config
 
-ARCHS = ("ouro", "huginn", "huginn-noinject")
+ARCHS = ("ouro", "huginn", "huginn-noinject", "parcae")
 
 
 def check_arch(arch: str) -> str:
@@ -43,6 +46,12 @@ def check_arch(arch: str) -> str:
 
 def is_huginn(arch: str) -> bool:
     return check_arch(arch).startswith("huginn")
+
+
+def is_recurrent(arch: str) -> bool:
+    """Prelude / looped core / coda with a random start, trained with sampled loop counts and truncated
+    backprop (Huginn and Parcae); Ouro loops a fixed number of times from the embeddings."""
+    return is_huginn(arch) or arch == "parcae"
 
 
 def injects(arch: str) -> bool:
@@ -61,7 +70,11 @@ def make_config(arch: str, *, vocab_size: int, hidden: int, layers: int, heads: 
     rope_theta 1e4. Huginn: the reference init (out_proj std scaled by 1/sqrt(2 * expected depth))."""
     if hidden % heads:
         raise ValueError(f"hidden {hidden} is not a multiple of heads {heads}")
-    if is_huginn(arch):
+    if arch == "parcae":
+        cfg = parcae_config(n_embd=hidden, heads=heads, kv_heads=kv_heads, prelude=prelude_layers, core=layers,
+                            coda=coda_layers, inter=intermediate, vocab=vocab_size, mean_recurrence=loops,
+                            mean_backprop_depth=backprop_depth or 4)
+    elif is_huginn(arch):
         if kv_heads != heads:
             raise ValueError("Huginn has no grouped KV heads: kv_heads must equal heads")
         cfg = huginn_config(n_embd=hidden, heads=heads, prelude=prelude_layers, core=layers, coda=coda_layers,
@@ -161,10 +174,10 @@ def lambda1_probe(params, config, ids, *, horizon: int = 8, key=None):
 
 def injection_loop_step(model, arch: str, ids, *, key=None):
     """(g, z0, e): the loop step as a function g(z, e) of the state and the injection, the start state and
-    the model's injection for `ids` (Huginn only). e replaces the context fields the config declares as
+    the model's injection for `ids` (Huginn and Parcae). e replaces the context fields the config declares as
     injections (`injection_fields`): none for huginn-noinject, whose g therefore ignores e."""
-    if not is_huginn(arch):
-        raise ValueError("only Huginn models have an input injection")
+    if not is_recurrent(arch):
+        raise ValueError("only Huginn and Parcae models have an input injection")
     ctx = context(model, ids)
     fields = model.arch.injection_fields(model.config)
     z0 = init_state(model, ids, jax.random.key(0) if key is None else key)

@@ -1,4 +1,4 @@
-"""Train small looped transformers (Ouro, Huginn, Huginn without injection) with optax, tracking λ1.
+"""Train small looped transformers (Ouro, Huginn, Huginn without injection, Parcae) with optax, tracking λ1.
 
 Objective: next-token cross-entropy (mean over the batch's seq_len positions; for Ouro by default the mean
 over the logits read out after every loop, ``ouro_loss="every-loop"``, see below), plus, when
@@ -8,7 +8,7 @@ sequence). Optimiser: optax AdamW (b1 0.9, b2 0.95, eps 1e-8, decoupled weight d
 i.e. leaves with ndim == 2) with linear warm-up to ``lr`` over ``warmup`` steps and cosine decay to
 ``min_lr_ratio * lr`` at ``steps``, after global-norm clipping at ``clip``.
 
-Huginn's loop count per step follows its reference sampler ("log-normal Poisson"): with mean r̄ =
+Huginn's (and Parcae's) loop count per step follows Huginn's reference sampler ("log-normal Poisson"): with mean r̄ =
 ``loops`` and backprop depth s, rate ~ LogNormal(log r̄ - σ²/2, σ = 0.5), r = min(Poisson(rate) + 1,
 ``max_loops_factor`` * r̄) loops (E[r] ≈ r̄ + 1), of which the last min(r, s) carry gradients; the state
 entering them is `stop_gradient`-ed. z_0 is the architecture's random start. Loop count and z_0 are
@@ -76,19 +76,19 @@ OURO_LOSSES = ("every-loop", "last")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "ouro"                   # ouro | huginn | huginn-noinject
+    arch: str = "ouro"                   # ouro | huginn | huginn-noinject | parcae
     # model size (vocab comes from the tokenizer)
     hidden: int = 128
     layers: int = 2                      # Ouro: looped decoder layers; Huginn: recurrent-block layers
     heads: int = 4
     kv_heads: int | None = None          # None = heads (Huginn requires it)
     intermediate: int = 384
-    loops: int | None = None             # Ouro total_ut_steps (default 4); Huginn mean_recurrence (default 8)
-    prelude_layers: int = 1              # Huginn only
-    coda_layers: int = 1                 # Huginn only
-    backprop_depth: int = 4              # Huginn: loops with gradient (truncated backprop)
+    loops: int | None = None             # Ouro total_ut_steps (default 4); Huginn/Parcae mean_recurrence (default 8)
+    prelude_layers: int = 1              # Huginn / Parcae only
+    coda_layers: int = 1                 # Huginn / Parcae only
+    backprop_depth: int = 4              # Huginn / Parcae: loops with gradient (truncated backprop)
     ouro_loss: str = "every-loop"        # Ouro: "every-loop" (mean CE of every loop's logits) or "last"
-    max_loops_factor: float = 3.0        # Huginn: sampled loop count capped at this times the mean
+    max_loops_factor: float = 3.0        # Huginn / Parcae: sampled loop count capped at this times the mean
     # data
     corpus: str | None = None            # None = the built-in pydoc topics corpus; else a UTF-8 text file
     heldout_frac: float = 0.05
@@ -130,7 +130,7 @@ class TrainConfig:
 
     @property
     def n_loops(self) -> int:
-        return self.loops if self.loops is not None else (8 if forward.is_huginn(self.arch) else 4)
+        return self.loops if self.loops is not None else (8 if forward.is_recurrent(self.arch) else 4)
 
     @property
     def n_kv_heads(self) -> int:
@@ -202,11 +202,11 @@ def lambda1_key(cfg: TrainConfig, prompt_index: int):
 
 def build_loss(cfg: TrainConfig, config):
     """loss(params, batch (B, L+1), key, n_loops) -> (objective, aux) for this config."""
-    huginn = forward.is_huginn(cfg.arch)
+    recurrent = forward.is_recurrent(cfg.arch)
 
     def loss_fn(params, batch, key, n_loops):
         ids, targets = batch[:, :-1], batch[:, 1:]
-        if huginn:
+        if recurrent:
             logits = forward.forward_logits(params, config, ids, n_loops=n_loops, n_grad_loops=cfg.backprop_depth,
                                             key=key)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
@@ -390,7 +390,7 @@ def _build_run(cfg: TrainConfig, out_dir: Path, resume: bool) -> Run:
 
 def objective_text(cfg: TrainConfig) -> str:
     text = "mean next-token cross-entropy" + (
-        "" if forward.is_huginn(cfg.arch) else
+        "" if forward.is_recurrent(cfg.arch) else
         " of the last loop's logits" if cfg.ouro_loss == "last" else
         ", averaged over the logits read out after every loop (deep supervision; uniform weights in place "
         "of Ouro's learned exit distribution); the model's logits (eval, held-out, saved) are the last loop's")
@@ -401,7 +401,7 @@ def objective_text(cfg: TrainConfig) -> str:
 
 
 def loops_settings(cfg: TrainConfig) -> dict:
-    if not forward.is_huginn(cfg.arch):
+    if not forward.is_recurrent(cfg.arch):
         return {"fixed": cfg.n_loops, "eval_loops": cfg.n_loops}
     return {"sampler": "log-normal Poisson (Huginn reference): rate ~ LogNormal(log(mean) - 0.125, 0.5), "
                        "r = min(Poisson(rate) + 1, cap)", "mean": cfg.n_loops,
@@ -484,7 +484,7 @@ def _measure(run: Run, manager, params, opt_state, step: int, rec: dict, records
 def _step_inputs(cfg: TrainConfig, train_tokens, step: int):
     """(batch, loop count, key) of a training step: functions of (seed, step) only."""
     batch = jnp.asarray(data.sample_batch(train_tokens, step, batch=cfg.batch, seq_len=cfg.seq_len, seed=cfg.seed))
-    n_loops = jnp.asarray(sample_loops(cfg, step) if forward.is_huginn(cfg.arch) else cfg.n_loops, jnp.int32)
+    n_loops = jnp.asarray(sample_loops(cfg, step) if forward.is_recurrent(cfg.arch) else cfg.n_loops, jnp.int32)
     return batch, n_loops, step_key(cfg, step)
 
 
@@ -502,7 +502,7 @@ def _loop(run: Run, manager, params, opt_state, start: int, records: list, progr
             rec = {"step": step}
             records.append(rec)
         batch, n_loops, key = _step_inputs(cfg, run.train_tokens, step)
-        if forward.is_huginn(cfg.arch):
+        if forward.is_recurrent(cfg.arch):
             rec["loops"] = int(n_loops)
         if (step % cfg.lambda1_every == 0 or step == cfg.steps) and "lambda1" not in rec:
             _measure(run, manager, params, opt_state, step, rec, records)

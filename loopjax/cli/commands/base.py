@@ -21,7 +21,8 @@ from loopjax.cli.session import CLIError, Loaded, software_versions
 from loopjax.io.prompts import BUILTIN_PROMPTS, Prompt, get_prompts, prompt_set_digest
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
-BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject")  # trained, shipped
+BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject",  # trained, shipped
+                  "builtin:parcae-tiny")
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
          "similarity": {"loops": 8}, "tokens": {"k": 1, "steps": 64}, "trajectory": {"steps": 64}}
