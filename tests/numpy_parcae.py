@@ -4,7 +4,7 @@ for the shapes the fixture does not cover, naming the tensors from PARCAE.md sec
 embeddings by the two rules of section 4.6."""
 import numpy as np
 
-from loopjax.checkpoint import write_hf_checkpoint
+from loopjax.io.checkpoint import write_hf_checkpoint
 
 
 def rms(x, w, eps):

@@ -357,7 +357,7 @@ def test_random_start_needs_a_key():
 # ---- the analyses on a Parcae model ----
 
 def test_analyses_run_on_parcae():
-    from loopjax.positions import token_spectrum
+    from loopjax.analysis.tokens import token_spectrum
 
     m, ids = model(), np.array([5, 17, 33, 2, 99, 101, 7], np.int32)
     r = loopjax.spectrum(m, ids, k=3, steps=6, key=0)

@@ -17,7 +17,7 @@ import numpy as np
 from loopjax.io import checkpoint
 from loopjax.io.tokenizer import TOKENIZER_FILES  # noqa: F401  (re-exported: the one list)
 from loopjax.models.loop_model import LoopModel
-from loopjax.models import BY_MODEL_TYPE, architecture, config_from_hf
+from loopjax.models import BY_CLASS_NAME, BY_MODEL_TYPE, architecture, config_from_hf
 
 TRANSFORMS = {None: lambda w: w, "T": lambda w: w.T}
 SHAPE_TRANSFORMS = {None: lambda s: tuple(s), "T": lambda s: tuple(reversed(s))}
@@ -100,11 +100,13 @@ def read_config(ckpt_dir):
     refused saying so, with what the architectures it names and the model types loopjax reads."""
     path = Path(ckpt_dir) / "config.json"
     cfg = checkpoint.read_json(path)
-    if cfg.get("model_type") in (None, ""):
-        named = cfg.get("architectures")
-        named = f" (it names architectures {named})" if named else ""
+    class_name = cfg.get("_class_name") or cfg.get("model_class_name")
+    if cfg.get("model_type") in (None, "") and class_name not in BY_CLASS_NAME:
+        named = cfg.get("architectures") or class_name
+        named = f" (it names {named})" if named else ""
         raise ValueError(f"{path} has no 'model_type'{named}, so loopjax cannot tell which model it is; loopjax "
-                         f"supports model_type {', '.join(sorted(BY_MODEL_TYPE))}")
+                         f"supports model_type {', '.join(sorted(BY_MODEL_TYPE))} (or, without one, _class_name "
+                         f"{', '.join(sorted(BY_CLASS_NAME))})")
     return config_from_hf(cfg)
 
 

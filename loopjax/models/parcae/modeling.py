@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from loopjax.dtypes import HIGHEST, compute_dtype
+from loopjax.engine.dtypes import HIGHEST, compute_dtype
 from loopjax.models import layers
 from loopjax.models.base import Architecture
 from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_interleaved,
