@@ -189,6 +189,7 @@ def test_other_analyses(tmp_path, prompts4, capsys):
 def test_report_both_builtins(tmp_path, prompts4, capsys):
     out = tmp_path / "results"
     rc, _ = run(["report", "--prompts", prompts4, "--k", 4, "--steps", 4, "--attr-k", 3, "--loops", 2,
+                 "--regime-steps", 128, "--complete-prompts", 1, "--dynamics-prompts", 1,
                  "--out", out, "--jobs", 1, "--quiet"], capsys)
     assert rc == 0
     assert (out / "index.md").is_file() and (out / "index.html").is_file()
@@ -197,9 +198,13 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
         assert "simple" not in load(d / "spectrum" / "results.json")["model"]["tokenizer"]  # their own BPE
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
         pngs = sorted(str(p.relative_to(d)) for p in d.glob("*/*.png"))
-        # running top-5, full spectrum, bars, heatmap, similarity, convergence, tokens; models with an injection
-        # (Huginn, Parcae): + the ablation's two
-        assert len(pngs) == (9 if name in ("huginn-tiny", "parcae-tiny") else 7), pngs  # + λ1 per token
+        # regimes, running top-5, full spectrum, bars, heatmap, similarity, convergence, tokens, spectrum density,
+        # 5 dynamics figures (CLV angles, localisation, finite-time λ1, logit lens, attention); models with an
+        # injection (Huginn, Parcae): + the ablation's two
+        assert len(pngs) == (16 if name in ("huginn-tiny", "parcae-tiny") else 14), pngs
+        for a in ("regime", "complete", "dynamics"):
+            assert load(d / a / "results.json")["status"] == "complete"
+        assert "Regime per prompt" in md and "horizon T = 4 converged?" in md
         for png in pngs:
             assert f"({png})" in md and f"src='{png}'" in html
         for a in ("spectrum", "attribution", "similarity", "trajectory"):

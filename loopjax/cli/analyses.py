@@ -250,7 +250,16 @@ def _dynamics(model, ids, key, o, unit, core=None):
             "finite_time_clv": loopjax.finite_time_statistics(r.log_growth, taus).to_json(),
             "finite_time_gs": loopjax.finite_time_statistics(r.gs_log_growth, taus).to_json(),
             "logit_lens": logit_lens(model, ids, steps=o.lens_steps, key=key).to_json(),
-            "attention": attention_similarity(model, ids, loops=o.attention_loops, key=key).to_json()}
+            "attention": _attention(model, ids, key, o)}
+
+
+def _attention(model, ids, key, o):
+    """The attention similarity across loops, or None for an architecture that exposes no attention
+    probabilities (`Architecture.attention_probs`: Ouro and Huginn; not yet Parcae)."""
+    try:
+        return attention_similarity(model, ids, loops=o.attention_loops, key=key).to_json()
+    except NotImplementedError:
+        return None
 
 
 def _dynamics_figures(folder, results, summary, title):
@@ -259,7 +268,7 @@ def _dynamics_figures(folder, results, summary, title):
     lens = [r["logit_lens"] for r in results]
     gate = [x["exit_gate_mean"] for x in lens] if lens[0]["exit_gate_mean"] is not None else None
     first = results[0]
-    return [pd.plot_clv_angles(folder / "clv_angles.png", [r["clv"]["angles"] for r in results], title,
+    figs = [pd.plot_clv_angles(folder / "clv_angles.png", [r["clv"]["angles"] for r in results], title,
                                split=[r["clv"]["split"] for r in results]),
             pd.plot_localisation(folder / "clv_localisation.png", np.asarray(first["weights_v1"])[None],
                                  f"{title}, prompt 0", show=1),
@@ -267,10 +276,12 @@ def _dynamics_figures(folder, results, summary, title):
                                 [np.asarray(r["clv"]["gs_log_growth"])[:, 0] for r in results],
                                 first["finite_time_gs"]["taus"], title, label="Benettin (CLV window)"),
             pd.plot_logit_lens(folder / "logit_lens.png", [x["entropy_mean"] for x in lens],
-                               [x["agreement"] for x in lens], title, exit_gate=gate),
-            pd.plot_attention_similarity(folder / "attention_similarity.png",
-                                         np.asarray(first["attention"]["matrix"]), first["attention"]["names"],
-                                         f"{title}, prompt 0", measure=first["attention"]["measure"])]
+                               [x["agreement"] for x in lens], title, exit_gate=gate)]
+    if first["attention"] is not None:
+        figs.append(pd.plot_attention_similarity(folder / "attention_similarity.png",
+                                                 np.asarray(first["attention"]["matrix"]), first["attention"]["names"],
+                                                 f"{title}, prompt 0", measure=first["attention"]["measure"]))
+    return figs
 
 
 DYNAMICS = Analysis("dynamics", "dynamics", _dynamics, lambda r: r, dict, _dynamics_figures)

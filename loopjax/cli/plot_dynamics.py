@@ -67,7 +67,10 @@ def plot_finite_time(path, series: Sequence[np.ndarray], taus: Sequence[int], mo
                                 if len(s) >= tau])
             var.append(np.mean([np.var(np.asarray(finite_time_exponents(np.asarray(s), int(tau))), ddof=1)
                                 for s in series if len(s) >= 2 * tau]))
-            ax.hist(x, bins=40, histtype="step", lw=1.6, color=OKABE_ITO[j % 8], label=f"τ = {tau}",
+            lo, hi = float(x.min()), float(x.max())
+            if hi - lo < 1e-6 * (1.0 + abs(lo)):  # a collapsed distribution (a fixed point): one visible bar
+                lo, hi = lo - 1e-3 * (1.0 + abs(lo)), hi + 1e-3 * (1.0 + abs(lo))
+            ax.hist(x, bins=np.linspace(lo, hi, 41), histtype="step", lw=1.6, color=OKABE_ITO[j % 8], label=f"τ = {tau}",
                     density=True)
         ax.axvline(0, color="0.3", lw=0.8, ls="--")
         ax.set_xlabel("finite-time $\\lambda_1$ (per loop)")

@@ -36,7 +36,7 @@ class DynamicsSummary(Summary):
     lens_entropy_mean: list         # per loop: mean readout entropy (nats)
     exit_gate_mean: list | None     # Ouro: per loop mean exit-gate probability
     attention_loops: int
-    attention_consecutive_mean: list  # per loop pair (t, t+1): attention similarity, mean over layers/heads
+    attention_consecutive_mean: list | None  # per loop pair (t, t+1): attention similarity, mean over layers/heads
 
     def rows(self):
         def series(v):
@@ -56,7 +56,8 @@ class DynamicsSummary(Summary):
         if self.exit_gate_mean is not None:
             rows.append(("Ouro exit-gate probability per loop", series(self.exit_gate_mean)))
         rows.append((f"attention similarity of consecutive loops (1 − JS), {self.attention_loops} loops",
-                     series(self.attention_consecutive_mean)))
+                     "not available for this architecture" if self.attention_consecutive_mean is None
+                     else series(self.attention_consecutive_mean)))
         return rows
 
 
@@ -87,5 +88,6 @@ def summarize_dynamics(records) -> DynamicsSummary:
         lens_steps=int(lens[0]["steps"]), lens_agreement_mean=_mean_rows(lens, "agreement"),
         lens_entropy_mean=_mean_rows(lens, "entropy_mean"),
         exit_gate_mean=None if lens[0]["exit_gate_mean"] is None else _mean_rows(lens, "exit_gate_mean"),
-        attention_loops=len(records[0]["attention"]["consecutive_mean"]) + 1,
-        attention_consecutive_mean=_mean_rows([r["attention"] for r in records], "consecutive_mean"))
+        attention_loops=0 if records[0]["attention"] is None else len(records[0]["attention"]["consecutive_mean"]) + 1,
+        attention_consecutive_mean=None if records[0]["attention"] is None else
+        _mean_rows([r["attention"] for r in records], "consecutive_mean"))

@@ -57,7 +57,7 @@ class ReportSettings:
                    similarity=SimilaritySettings(args.loops),
                    trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory")),
                    tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps),
-                   regime=RegimeSettings(),
+                   regime=RegimeSettings(max_steps=args.regime_steps),
                    complete=CompleteSettings(steps=spectrum_steps, warmup=spectrum_steps),
                    dynamics=DynamicsSettings(), complete_prompts=args.complete_prompts,
                    dynamics_prompts=args.dynamics_prompts)
@@ -219,6 +219,8 @@ def add_options(p) -> None:
                    help="also run a lambda_1 sweep over these checkpoints")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sweep preset")
     p.add_argument("--sweep-steps", type=int, default=PAPER["sweep"]["steps"], help="sweep T")
+    p.add_argument("--regime-steps", type=int, default=RegimeSettings.max_steps, metavar="N",
+                   help="the regime verdicts' horizon cap (a verdict not converged by then is 'undetermined')")
     p.add_argument("--complete-prompts", type=int, default=ReportSettings.complete_prompts, metavar="N",
                    help="the complete spectrum (all d exponents, causal blocks) of the first N prompts; 0: none")
     p.add_argument("--dynamics-prompts", type=int, default=ReportSettings.dynamics_prompts, metavar="N",
