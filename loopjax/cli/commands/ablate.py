@@ -24,9 +24,10 @@ import numpy as np
 
 import loopjax
 from loopjax.analysis import ablation
+from loopjax.cli.budget import check_int_range
 from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, open_run, or_default,
                                        prompt_units, recorded_settings, say, setup)
-from loopjax.cli.parser import add_common, add_engine_steps
+from loopjax.cli.parser import add_common, add_engine_steps, whole_number
 from loopjax.cli.runner import header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
 from loopjax.engine.validate import check_int
@@ -65,8 +66,8 @@ class AblationSettings(Transient):
     @classmethod
     def from_args(cls, args) -> "AblationSettings":
         steps = or_default(args.steps, DEFAULTS["steps"])
-        orbit_steps = check_int("--orbit-steps", or_default(args.orbit_steps, DEFAULTS["orbit_steps"]), 16,
-                                error=CLIError)  # periods up to 8 are tested
+        orbit_steps = check_int_range("--orbit-steps", check_int(
+            "--orbit-steps", or_default(args.orbit_steps, DEFAULTS["orbit_steps"]), 16, error=CLIError))  # periods <= 8
         return cls(alphas=sorted(args.injection_scale), mode=args.mode, steps_lambda1=steps, attr_steps=steps,
                    k=args.k, spectrum_steps=or_default(args.spectrum_steps, DEFAULTS["spectrum_steps"]) if args.k
                    else None, orbit_steps=orbit_steps, **dataclasses.asdict(Transient.from_args(args)))
@@ -94,11 +95,11 @@ def add_options(p) -> None:
                    dest="injection_scale", help="the injection scales alpha, comma-separated")
     g.add_argument("--mode", choices=("mean",), default=None,
                    help="'mean': replace e by its mean over the prompt's positions before scaling")
-    g.add_argument("--k", type=int, default=None,
+    g.add_argument("--k", type=whole_number, default=None,
                    help="also compute the top-k spectrum (T=--spectrum-steps) per alpha and prompt")
-    g.add_argument("--spectrum-steps", type=int, default=None,
+    g.add_argument("--spectrum-steps", type=whole_number, default=None,
                    help=f"spectrum T with --k (default {DEFAULTS['spectrum_steps']})")
-    g.add_argument("--orbit-steps", type=int, default=None,
+    g.add_argument("--orbit-steps", type=whole_number, default=None,
                    help=f"loop steps of the orbit classification (default {DEFAULTS['orbit_steps']}; >= 16)")
     add_engine_steps(g, " (lambda_1, attribution, spectrum)")
 
