@@ -24,9 +24,9 @@ import numpy as np
 
 import loopjax
 from loopjax.analysis import ablation
-from loopjax.cli.budget import check_int_range
-from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, open_run, or_default,
-                                       prompt_units, recorded_settings, say, setup)
+from loopjax.cli.budget import check_budget, check_int_range
+from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, loaded_fingerprint,
+                                       open_run, or_default, prompt_units, recorded_settings, say, setup)
 from loopjax.cli.parser import add_common, add_engine_steps, whole_number
 from loopjax.cli.runner import header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
@@ -136,7 +136,7 @@ def run(args, ctx: Context) -> int:
 
 def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSettings) -> dict:
     """The ablation of one loaded model into out/ablation/ (results.json, figures, index.md)."""
-    from loopjax.cli import plots, report
+    from loopjax.cli import report
 
     try:
         loopjax.scale_injection(s.loaded.model, 1.0, mode=settings.mode)
@@ -144,14 +144,40 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
         raise CLIError(f"ablate: {s.loaded.name}: {e}") from None
     if settings.k:
         check_k(settings.k, s.tokens, s.loaded.model.config.hidden_size, s.prompts)
+    check_ablation_budget(s, settings)
     recorded = {**recorded_settings(common, "ablation", s.prompts, loaded=s.loaded, digest=True,
                                     key_note="; the same key for every alpha"), **dataclasses.asdict(settings)}
-    runner = open_run(common, ctx, s.out / "ablation", "ablation", recorded)
     alphas = settings.alphas
     units = [u for j, a in enumerate(alphas)
              for u in prompt_units(s.prompts, s.tokens, key=lambda i, j=j: f"a{j:02d}-p{i:03d}", alpha_index=j,
                                    alpha=a)]
-    runner.begin([key for key, _ in units])
+    runner = open_run(common, ctx, s.out / "ablation", "ablation", recorded, loaded_fingerprint(s.loaded, units))
+    with runner:
+        runner.begin([key for key, _ in units])
+        res, summary = ablation_results(common, s, settings, runner, units)
+    report.write_ablation_index(runner.store.root, res, summary)
+    star = summary.alpha_star
+    say(common.quiet, f"ablate: alpha* = {'none (' + ablation.NO_CROSSING + ')' if star is None else f'{star:.4f}'}; "
+                      f"lambda1 {summary.lambda1_mean[0]:+.4f} (alpha={alphas[0]:g}) .. "
+                      f"{summary.lambda1_mean[-1]:+.4f} (alpha={alphas[-1]:g}) -> {runner.store.root / 'results.json'}")
+    return res
+
+
+def check_ablation_budget(s: Setup, settings: AblationSettings) -> None:
+    """The memory of one unit's largest parts (the attribution, the top-k spectrum with --k) against the
+    memory available, before the folder is made."""
+    check_budget("attribution", s.loaded.model, s.tokens, steps=max(settings.attr_steps, settings.steps_lambda1),
+                 k=settings.attr_k)
+    if settings.k:
+        check_budget("spectrum", s.loaded.model, s.tokens, steps=settings.spectrum_steps, k=settings.k)
+
+
+def ablation_results(common: Common, s: Setup, settings: AblationSettings, runner, units) -> tuple:
+    """(the finished results, the summary): every unit computed (or reused) into the begun `runner`,
+    summarized, drawn and finished."""
+    from loopjax.cli import plots
+
+    alphas = settings.alphas
 
     def compute(unit: str, inputs: dict) -> dict:
         return ablation.ablation_unit(s.loaded.model, jnp.asarray(inputs["token_ids"], jnp.int32), inputs["alpha"],
@@ -172,13 +198,7 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
                                         summary, title),
             plots.plot_contributions_vs_alpha(runner.store.root / "contributions_vs_alpha.png", summary, title)]
     res["figures"] = [f.name for f in figs]
-    res = runner.finish(res)
-    report.write_ablation_index(runner.store.root, res, summary)
-    star = summary.alpha_star
-    say(common.quiet, f"ablate: alpha* = {'none (' + ablation.NO_CROSSING + ')' if star is None else f'{star:.4f}'}; "
-                      f"lambda1 {summary.lambda1_mean[0]:+.4f} (alpha={alphas[0]:g}) .. "
-                      f"{summary.lambda1_mean[-1]:+.4f} (alpha={alphas[-1]:g}) -> {runner.store.root / 'results.json'}")
-    return res
+    return runner.finish(res), summary
 
 
 COMMAND = Command(
