@@ -40,7 +40,7 @@ def check_args(args) -> None:
 
 def after_hard_stop(out: Path) -> str:
     """What a second Ctrl-C (mid-step) left in `out`, for its message."""
-    if any(out.rglob(TRAIN_STATE)) if out.is_dir() else False:
+    if out.is_dir() and any(out.rglob(TRAIN_STATE)):
         return f"the last saved training state is in {out}, rerun with --resume to continue"
     return f"{out} holds a partial run, rerun with --overwrite" if out.exists() else "nothing was written"
 
