@@ -466,3 +466,150 @@ def test_config_without_model_type_says_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match=r"has no 'model_type' \(it names architectures \['LlamaForCausalLM'\]\).*"
                                          r"supports model_type .*ouro"):
         weights.read_config(ckpt)
+
+
+# ---- 8. the checks wired into the commands ---------------------------------------------------------------
+
+def run_cli(argv, capsys):
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["spectrum", "--steps", "1e11"], "--steps must be in [1, 2**31 - 1] (what JAX can count), got 100000000000"),
+    (["spectrum", "--steps", "1.5"], "argument --steps: not a whole number: '1.5'"),
+    (["spectrum", "--k", "2147483648"], "--k must be in [1, 2**31 - 1]"),
+    (["spectrum", "--seed", str(2**70)], f"argument --seed: must be in [0, 2**63 - 1], got {2**70}"),
+    (["spectrum", "--steps", "1000000000"], "needs about 7.0 TB of memory"),
+    (["similarity", "--loops", "1e8"], "use fewer --loops"),
+    (["spectrum", "--pad-multiple", "100000", "--steps", "4", "--k", "2"], "a smaller --pad-multiple"),
+    (["attribute", "--steps", "1000000000"], "more than the"),
+    (["tokens", "--steps", "1000000000", "--k", "1"], "more than the"),
+    (["trajectory", "--steps", "2000000000"], "more than the"),
+    (["ablate", "--model", "builtin:huginn-tiny-random", "--steps", "1000000000"], "more than the"),
+])
+def test_cli_refuses_before_any_folder(tmp_path, capsys, monkeypatch, argv, message):
+    """Counts, seeds and memory budgets: one line, exit 2, no folder (before: JAX's OverflowError, a bare
+    MemoryError, or 22 GB and the kernel's OOM killer)."""
+    monkeypatch.setattr(budget, "available_memory", lambda: 16 * 10**9)
+    model = [] if "--model" in argv else ["--model", "builtin:ouro-tiny-random"]
+    rc, err = run_cli([*argv, *model, "--max-prompts", "1", "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_long_prompt_refused_or_warned(tmp_path, capsys):
+    ckpt = copy(OURO, tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["max_position_embeddings"] = 8
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(" ".join(["word"] * 12) + "\n")
+    base = ["trajectory", "--model", str(ckpt), "--prompts", str(prompts), "--steps", "2", "--quiet",
+            "--out", str(tmp_path / "o")]
+    rc, err = run_cli(base, capsys)
+    assert rc == 2 and "prompt 0 ('word word" in err and "more than the 8 positions" in err
+    assert "--allow-long-prompts" in err and not (tmp_path / "o").exists()
+    rc, err = run_cli([*base, "--allow-long-prompts"], capsys)
+    assert rc == 0 and "warning: prompt 0" in err
+    assert json.loads((tmp_path / "o" / "trajectory" / "results.json").read_text())["status"] == "complete"
+
+
+def test_cli_resume_after_the_weights_changed_is_refused(tmp_path, capsys):
+    """Before: --resume mixed the prompts of the old and the new weights. Now the fingerprint names them."""
+    ckpt = copy(OURO, tmp_path / "ckpt")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Water is composed of\nThe sky is blue\n")
+    argv = ["spectrum", "--model", str(ckpt), "--k", "2", "--steps", "2", "--quiet", "--prompts", str(prompts),
+            "--out", str(tmp_path / "o")]
+
+    def stop(unit):
+        raise KeyboardInterrupt
+
+    assert cli.main(argv, hooks=Hooks(after_unit=stop)) == 130
+    capsys.readouterr()
+    from safetensors.numpy import load_file, save_file
+
+    t = load_file(ckpt / "model.safetensors")
+    name = sorted(t)[0]
+    t[name] = t[name] * 1.01
+    save_file(t, ckpt / "model.safetensors")
+    rc, err = run_cli([*argv, "--resume"], capsys)
+    assert rc == 2 and "--resume: the weights differ from those" in err and "RUNNING was made with" in err
+    assert sorted(p.name for p in (tmp_path / "o" / "spectrum" / "prompts").iterdir()) == ["000.json"]
+
+
+def test_cli_sweep_resume_refuses_other_weights(tmp_path, capsys):
+    ckpt = copy(OURO, tmp_path / "ckpt")
+    argv = ["sweep", "--checkpoints", "builtin:ouro-tiny-random", str(ckpt), "--max-prompts", "1", "--steps", "2",
+            "--quiet", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    fp = json.loads((tmp_path / "o" / "sweep" / "results.json").read_text())["fingerprint"]
+    assert sorted(fp) == ["prompts", "tokenizer", "weights"]
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    capsys.readouterr()
+    rc, err = run_cli([*argv, "--resume"], capsys)
+    assert rc == 2 and "--resume: the weights differ" in err and "results.json was made with" in err
+
+
+def test_cli_error_after_the_folder_exists_removes_it(tmp_path, capsys, monkeypatch):
+    """An error raised after begin (here: while summarizing) used to leave RUNNING and block the corrected
+    command ("not empty, use --overwrite"); now the message says what happened to the folder."""
+    def broken(*a, **k):
+        raise ValueError("summary failed")
+
+    monkeypatch.setattr(loopjax, "summarize", broken)
+    argv = ["trajectory", "--model", "builtin:ouro-tiny-random", "--steps", "2", "--max-prompts", "1", "--quiet",
+            "--out", str(tmp_path / "o")]
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and "summary failed; the finished prompts are kept in" in err and "--resume" in err
+    assert not (tmp_path / "o" / "trajectory" / "LOCK").exists()
+    monkeypatch.undo()
+    assert cli.main([*argv, "--resume"]) == 0
+
+
+TRAIN = ["--hidden", "32", "--layers", "1", "--heads", "2", "--intermediate", "64", "--vocab-size", "300",
+         "--seq-len", "16", "--batch", "4", "--loops", "2", "--lambda1-prompts", "1", "--lambda1-steps", "2",
+         "--warmup", "0", "--arch", "ouro", "--quiet"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr=-1e-3"], "--lr must be a finite number > 0, got -0.001"),
+    (["--seed", str(2**70)], f"--seed must be in [0, 2**63 - 1], got {2**70}"),
+    (["--ablation", "--seeds", f"0,{2**70}"], "--seeds must be in [0, 2**63 - 1]"),
+    (["--lambda1-steps", str(2**31)], "--lambda1-steps must be in [0, 2**31 - 1]"),
+    (["--seq-len", "100000"], "fewer than seq_len + 1 = 100001"),
+    (["--hidden", "30", "--heads", "4"], "hidden 30 is not a multiple of heads 4"),
+])
+def test_train_validates_before_writing(tmp_path, capsys, extra, message):
+    """Before: the recipe and the tokenizer were written first (and --lr nan was accepted)."""
+    rc, err = run_cli(["train", "--out", str(tmp_path / "t"), *TRAIN, "--steps", "4", *extra], capsys)
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "t").exists()
+
+
+def test_train_first_ctrl_c_saves_a_resumable_state_and_exits_130(tmp_path, capsys, monkeypatch):
+    """A real SIGINT after step 1 (sent from the progress callback): the run stops at that step boundary,
+    saves the training state and exits 130; --resume then ends with exactly the uninterrupted records.
+    Before: "stopping at the next safe point", then trained to the end and exited 0."""
+    from loopjax.train import cli as train_cli
+
+    def printer(quiet, every, prefix=""):
+        return lambda step, rec: os.kill(os.getpid(), signal.SIGINT) if step == 1 else None
+
+    argv = ["train", *TRAIN, "--steps", "4", "--lambda1-every", "100"]
+    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    monkeypatch.setattr(train_cli, "_printer", printer)
+    rc, err = run_cli([*argv, "--out", str(tmp_path / "cut")], capsys)
+    assert rc == 130, err
+    assert f"interrupted at step 2; the training state is saved in {tmp_path / 'cut'}, rerun with --resume" in err
+    m = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["records"][-1]["step"] == 1
+    monkeypatch.undo()
+    assert cli.main([*argv, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert cut["records"] == whole["records"] and cut["summary"]["resumed_from_step"] == 2

@@ -4,24 +4,39 @@ every count must be >= 1 (`check_counts`). Each command declares its own options
 from __future__ import annotations
 
 import argparse
+import math
 
+from loopjax.cli.budget import check_int_range, check_seed
 from loopjax.cli.session import CLIError
 from loopjax.engine.validate import check_int
 
 # options that count something: None (not given) or an integer >= 1
 COUNT_OPTIONS = ("k", "steps", "max_prompts", "checkpoint_every", "spectrum_steps", "attr_k", "attr_steps", "loops",
                  "traj_steps", "sweep_steps", "jobs", "renorm_every", "probe_seeds", "pad_multiple", "devices")
-SEED_MAX = 2**63 - 1
+
+
+def whole_number(text: str) -> int:
+    """An option's whole number: an integer ('64') or a float string of one ('1e3', '1e11'); the range is
+    checked by `check_counts`, which names the flag. '1.5', 'nan', 'x' are refused here."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not math.isfinite(v) or not v.is_integer():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(v)
 
 
 def seed_type(text: str) -> int:
+    """--seed: an integer in [0, 2**63 - 1] (`budget.check_seed`; what jax.random.key takes)."""
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= v <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**63 - 1], got {text}")
-    return v
+        return check_seed(whole_number(text))
+    except ValueError as e:  # ArgumentTypeError included
+        raise argparse.ArgumentTypeError(str(e).removeprefix("seed ")) from None
 
 
 K_ALL = "all"  # `--k all`: every exponent (spectrum: the complete spectrum)
@@ -29,13 +44,15 @@ K_ALL = "all"  # `--k all`: every exponent (spectrum: the complete spectrum)
 
 def k_or_all(text: str):
     """--k N, or `all` where the command takes it."""
-    return K_ALL if text.strip().lower() == K_ALL else int(text)
+    return K_ALL if text.strip().lower() == K_ALL else whole_number(text)
 
 
 def check_counts(args) -> None:
-    """--warmup >= 0 and every given count option >= 1 (CLIError naming the flag)."""
+    """--warmup >= 0 and every given count option >= 1 and <= 2**31 - 1 (what JAX can count; CLIError
+    naming the flag)."""
     if getattr(args, "warmup", None) is not None:
         check_int("--warmup", args.warmup, 0, error=CLIError)
+        check_int_range("--warmup", args.warmup, 0)
     for name in COUNT_OPTIONS:
         v = getattr(args, name, None)
         if v is not None and v != K_ALL:
@@ -43,6 +60,7 @@ def check_counts(args) -> None:
             if name == "steps" and "--loops" in getattr(args, "_argv", []):  # similarity's alias
                 flag = "--loops"
             check_int(flag, v, 1, error=CLIError)
+            check_int_range(flag, v)
 
 
 class ParseError(CLIError):
@@ -76,16 +94,16 @@ def add_common(p: argparse.ArgumentParser, *, model_default: str | None = None, 
     if model:
         add_model(g, default=model_default, report=report)
     if k_default is not None:
-        g.add_argument("--k", type=k_or_all if k_all else int, default=None,
+        g.add_argument("--k", type=k_or_all if k_all else whole_number, default=None,
                        help=f"number of Lyapunov exponents (probe directions); default {k_default}"
                             + ("; `all`: all d = L*H exponents (the complete spectrum)" if k_all else ""))
-    g.add_argument("--steps", type=int, default=None,
+    g.add_argument("--steps", type=whole_number, default=None,
                    help=f"{steps_help}; default {steps_default}" if steps_default else steps_help)
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help="text file, one prompt per line (replaces the 20 built-in prompts)")
     g.add_argument("--token-ids", action="store_true",
                    help="the lines of --prompts are whitespace-separated token ids, not text")
-    g.add_argument("--max-prompts", type=int, default=None, metavar="N",
+    g.add_argument("--max-prompts", type=whole_number, default=None, metavar="N",
                    help="use only the first N prompts (quick runs)")
     g.add_argument("--seed", type=seed_type, default=0,
                    help="PRNG seed; prompt i uses fold_in(key(seed), i) for probes and Huginn's state")
@@ -97,6 +115,9 @@ def add_common(p: argparse.ArgumentParser, *, model_default: str | None = None, 
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in DIR (saved prompts are reused if the settings match)")
     g.add_argument("--overwrite", action="store_true", help="delete an existing DIR/<analysis> first")
+    g.add_argument("--allow-long-prompts", action="store_true",
+                   help="analyse prompts longer than the positions the model's config allows (a warning each) "
+                        "instead of refusing them")
     add_quiet_debug(g)
 
 
@@ -107,24 +128,24 @@ def add_quiet_debug(g) -> None:
 
 def add_engine_steps(g, what: str = "") -> None:
     """--warmup and --renorm-every (the engine's transient and QR interval)."""
-    g.add_argument("--warmup", type=int, default=None, metavar="N",
+    g.add_argument("--warmup", type=whole_number, default=None, metavar="N",
                    help=f"loop steps (with QR) run before recording starts{what}; default 0")
-    g.add_argument("--renorm-every", type=int, default=None, metavar="R",
+    g.add_argument("--renorm-every", type=whole_number, default=None, metavar="R",
                    help="QR every R steps (tangents grow un-normalised in between); default 1")
 
 
 def add_transient(p, probe_seeds: bool = False) -> None:
     g = p.add_argument_group("transient, estimator and batching")
-    g.add_argument("--pad-multiple", type=int, default=None, metavar="N",
+    g.add_argument("--pad-multiple", type=whole_number, default=None, metavar="N",
                    help="run prompts as padded batches, one compiled program per length bucket of N tokens "
                         "(default: 8 on a GPU/TPU, prompt by prompt on CPU where it is not faster); the "
                         "numbers equal one-by-one runs up to float rounding amplified by the dynamics")
     g.add_argument("--no-batch", action="store_true", help="run the prompts one by one (one program per length)")
     add_engine_steps(g)
     if probe_seeds:
-        g.add_argument("--devices", type=int, default=None, metavar="N",
+        g.add_argument("--devices", type=whole_number, default=None, metavar="N",
                        help="shard the probe axis over the first N local devices (k is padded to a multiple "
                             "of N with extra probe columns and the first k exponents kept)")
-        g.add_argument("--probe-seeds", type=int, default=None, metavar="N",
+        g.add_argument("--probe-seeds", type=whole_number, default=None, metavar="N",
                        help="also rerun each prompt with N other probe keys (same start state) and report the "
                             "spread of the exponents")

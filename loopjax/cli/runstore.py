@@ -252,7 +252,7 @@ class RunStore:
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
                              "token": token})
         try:
-            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~UMASK)
+            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         except FileExistsError:  # another run took it between the check and now
             self._check_lock()
             raise RunError(f"results folder {self.root} was locked by another run just now; retry") from None

@@ -17,7 +17,7 @@ from loopjax.train.trainer import OURO_LOSSES, TrainConfig
 _DEFAULTS = TrainConfig()
 
 # (flag, TrainConfig field, type, help)
-_FIELDS = (
+FIELDS = (
     ("--hidden", "hidden", int, "hidden size"),
     ("--layers", "layers", int, "Ouro: looped decoder layers; Huginn: recurrent-block layers"),
     ("--heads", "heads", int, "attention heads"),
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=("injection-ablation",), default=None,
                         help="injection-ablation: the same as --ablation (the paper's matched pair)")
     parser.add_argument("--seeds", default="0", help="--ablation: comma-separated seeds (default %(default)s)")
-    for flag, field, typ, text in _FIELDS:
+    for flag, field, typ, text in FIELDS:
         default = getattr(_DEFAULTS, field)
         extra = {"choices": OURO_LOSSES} if field == "ouro_loss" else {}
         parser.add_argument(flag, type=typ, default=default, help=f"{text} (default {default})", **extra)
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrainConfig:
-    return TrainConfig(**{field: getattr(args, field) for _, field, _, _ in _FIELDS}, arch=args.arch)
+    return TrainConfig(**{field: getattr(args, field) for _, field, _, _ in FIELDS}, arch=args.arch)
 
 
 def _printer(quiet: bool, every: int, prefix: str = ""):
@@ -88,14 +88,28 @@ def _printer(quiet: bool, every: int, prefix: str = ""):
     return show
 
 
-def run(args) -> int:
+def parse_seeds(text: str) -> list[int]:
+    """--seeds '0,1,2' -> [0, 1, 2]; ValueError naming the flag."""
+    try:
+        return [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def interrupted_message(result: dict) -> str:
+    return (f"loopjax: interrupted at step {result['step']}; the training state is saved in {result['out_dir']}, "
+            f"rerun with --resume to continue")
+
+
+def run(args, stop_requested=None) -> int:
+    """The command; `stop_requested` (the CLI's Ctrl-C flag): stop after the current step, save, exit 130."""
     from loopjax.train.injection_ablation import ablation
     from loopjax.train.trainer import train
 
     cfg = config_from_args(args)
     every = max(1, min(100, cfg.steps // 20 or 1))
     if args.ablation or args.preset == "injection-ablation":
-        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+        seeds = parse_seeds(args.seeds)
         printers = {}
 
         def show(arch, seed, step, rec):
@@ -105,12 +119,14 @@ def run(args) -> int:
 
         cb = None if args.quiet else show
         result = ablation(args.out, seeds=seeds, base=dataclasses.replace(cfg, arch="huginn"), resume=args.resume,
-                          overwrite=args.overwrite, progress=cb)
-        print(result["answer"])
-        return 0
-    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                    progress=_printer(args.quiet, every))
-    print(json.dumps(summary, indent=2))
+                          overwrite=args.overwrite, progress=cb, stop_requested=stop_requested)
+    else:
+        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                       progress=_printer(args.quiet, every), stop_requested=stop_requested)
+    if result.get("status") == "interrupted":
+        print(interrupted_message(result), file=sys.stderr)
+        return 130
+    print(result["answer"] if "answer" in result else json.dumps(result, indent=2))
     return 0
 
 

@@ -117,16 +117,19 @@ def plot(summary: dict, path) -> Path:
 
 
 def ablation(out_dir, *, seeds=(0,), base: TrainConfig | None = None, resume: bool = False,
-             overwrite: bool = False, progress=None, **overrides) -> dict:
+             overwrite: bool = False, progress=None, stop_requested=None, **overrides) -> dict:
     """Train huginn and huginn-noinject for every seed under out_dir/<arch>/seed_<s>/ (a run that is already
     complete is reused with resume=True), then write out_dir/ablation.json and lambda1_vs_step.png.
     `base` (default TrainConfig()) plus keyword overrides give the shared recipe; arch and seed are set here.
-    progress(arch, seed, step, record) is called after every training step."""
+    progress(arch, seed, step, record) is called after every training step. With `stop_requested` (see
+    `train`) an interrupted run returns its {"status": "interrupted", ...} at once (resume=True continues)."""
     out_dir = Path(out_dir)
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
     base = dataclasses.replace(base or TrainConfig(), **overrides)
+    for seed in seeds:  # every recipe checked before the first run writes anything
+        dataclasses.replace(base, arch=PAIR[0], seed=seed)
     curves: dict[str, dict[int, dict]] = {arch: {} for arch in PAIR}
     runs, params = {}, {}
     for seed in seeds:
@@ -134,7 +137,10 @@ def ablation(out_dir, *, seeds=(0,), base: TrainConfig | None = None, resume: bo
             cfg = dataclasses.replace(base, arch=arch, seed=seed)
             run_dir = out_dir / arch / f"seed_{seed}"
             cb = None if progress is None else (lambda step, rec, a=arch, s=seed: progress(a, s, step, rec))
-            summary = train(cfg, run_dir, resume=resume, overwrite=overwrite, progress=cb)
+            summary = train(cfg, run_dir, resume=resume, overwrite=overwrite, progress=cb,
+                            stop_requested=stop_requested)
+            if summary.get("status") == "interrupted":
+                return summary
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             curves[arch][seed] = lambda1_curve(metrics)
             runs[f"{arch}/seed_{seed}"] = {"dir": str(run_dir), **summary}

@@ -68,6 +68,7 @@ from loopjax.train import data, forward
 RECIPE_FILE = "train_recipe.json"
 METRICS_FILE = "metrics.json"
 TOKENIZER_FILE = "tokenizer.json"
+SEED_MAX = 2**63 - 1     # jax.random.key takes a C long
 CHECKPOINTS = "checkpoints"
 TRAIN_STATE = "train_state"
 FORMAT_VERSION = 1
@@ -121,10 +122,16 @@ class TrainConfig:
         counts = [(n, 1) for n in positive] + [(n, 0) for n in ("prelude_layers", "coda_layers", "warmup")]
         counts += [("loops", 1)] if self.loops is not None else []
         bad = [problem for n, lo in counts if (problem := _int_problem(n, getattr(self, n), lo))]
+        if problem := _int_problem("seed", self.seed, 0, SEED_MAX):   # what jax.random.key takes
+            bad.append(problem)
+        for name, lo in (("lr", None), ("clip", None), ("weight_decay", 0.0), ("lambda1_penalty", 0.0),
+                         ("lambda1_target", -math.inf)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or (
+                    v <= 0 if lo is None else v < lo):
+                bad.append(f"{name}={v!r} (expected a finite number {'> 0' if lo is None else f'>= {lo}'})")
         if self.ouro_loss not in OURO_LOSSES:
             bad.append(f"ouro_loss={self.ouro_loss!r} (choose {' or '.join(OURO_LOSSES)})")
-        if self.lambda1_penalty < 0:
-            bad.append(f"lambda1_penalty={self.lambda1_penalty}")
         if bad:
             raise ValueError(f"TrainConfig: invalid value(s): {', '.join(bad)}")
 
@@ -148,10 +155,10 @@ class TrainConfig:
         return cls(**d)
 
 
-def _int_problem(name: str, value, lo: int) -> str | None:
+def _int_problem(name: str, value, lo: int, hi: int | None = None) -> str | None:
     """`check_int`'s message for a bad integer field, None for a good one (so all are reported at once)."""
     try:
-        check_int(name, value, lo)
+        check_int(name, value, lo, hi=hi)
     except ValueError as e:
         return str(e)
     return None
@@ -319,14 +326,18 @@ def _restore_state(manager, params_like, opt_state_like):
 # ---- the run ----
 
 def prepare_data(cfg: TrainConfig, out_dir: Path, reuse_tokenizer: bool):
+    """(corpus, tokenizer, its path in out_dir, train tokens, held-out windows). Writes nothing: a newly
+    trained tokenizer is saved by `_open_out_dir` once every check passed."""
     corpus = data.load_corpus(cfg.corpus, cfg.heldout_frac)
     tok_path = out_dir / TOKENIZER_FILE
     if reuse_tokenizer and tok_path.is_file():
         tok = data.load_tokenizer(tok_path)
     else:
         tok = data.train_tokenizer(corpus.train_docs, cfg.vocab_size)
-        data.save_tokenizer(tok, tok_path)
     train_tokens = data.encode_docs(tok, corpus.train_docs)
+    if train_tokens.size < cfg.seq_len + 1:
+        raise ValueError(f"the training corpus has {train_tokens.size} tokens, fewer than seq_len + 1 = "
+                         f"{cfg.seq_len + 1}; use a larger corpus or a smaller --seq-len")
     heldout_tokens = data.encode_docs(tok, corpus.heldout_docs)
     windows = data.heldout_windows(heldout_tokens, cfg.seq_len, cfg.heldout_windows)
     return corpus, tok, tok_path, train_tokens, windows
@@ -350,11 +361,10 @@ class Run:
     settings: dict = dataclasses.field(default_factory=dict)
 
 
-def _open_out_dir(cfg: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
-    """Check or clear out_dir and write the recipe; returns the summary of an already complete run."""
-    recipe = cfg.to_json()
+def _check_out_dir(cfg: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+    """Check out_dir (reading only); returns the summary of an already complete run (--resume)."""
     if resume and (out_dir / RECIPE_FILE).is_file():
-        diff = _first_difference(json.loads((out_dir / RECIPE_FILE).read_text()), recipe)
+        diff = _first_difference(json.loads((out_dir / RECIPE_FILE).read_text()), cfg.to_json())
         if diff:
             raise ValueError(f"--resume: {out_dir} was trained with another recipe ({diff})")
         metrics_path = out_dir / METRICS_FILE
@@ -362,14 +372,26 @@ def _open_out_dir(cfg: TrainConfig, out_dir: Path, resume: bool, overwrite: bool
             m = json.loads(metrics_path.read_text())
             if m.get("status") == "complete":
                 return m["summary"]
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty; pass resume=True (--resume) or overwrite=True "
-                                  f"(--overwrite)")
+        return None
+    for where in (out_dir, *out_dir.parents):
+        if where.exists() and not where.is_dir():
+            raise FileExistsError(f"cannot use {out_dir}: {where} exists and is not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; pass resume=True (--resume) or overwrite=True "
+                              f"(--overwrite)")
+    return None
+
+
+def _open_out_dir(run: "Run", tok, resume: bool, overwrite: bool) -> None:
+    """After every check: clear out_dir (overwrite), write the recipe and a newly trained tokenizer."""
+    out_dir = run.out_dir
+    continuing = resume and (out_dir / RECIPE_FILE).is_file()
+    if not continuing and overwrite and out_dir.exists() and any(out_dir.iterdir()):
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / RECIPE_FILE, recipe)
-    return None
+    atomic_write_json(out_dir / RECIPE_FILE, run.recipe)
+    if not run.tok_path.is_file():
+        data.save_tokenizer(tok, run.tok_path)
 
 
 def _build_run(cfg: TrainConfig, out_dir: Path, resume: bool) -> Run:
@@ -385,7 +407,7 @@ def _build_run(cfg: TrainConfig, out_dir: Path, resume: bool) -> Run:
     run = Run(cfg, out_dir, cfg.to_json(), tok_path, train_tokens, windows, prompt_ids, config, model, schedule,
               build_steps(cfg, config), data.unigram_cross_entropy(train_tokens, windows[:, 1:], vocab))
     run.settings = run_settings(run, corpus, tok)
-    return run
+    return run, tok
 
 
 def objective_text(cfg: TrainConfig) -> str:
@@ -488,9 +510,11 @@ def _step_inputs(cfg: TrainConfig, train_tokens, step: int):
     return batch, n_loops, step_key(cfg, step)
 
 
-def _loop(run: Run, manager, params, opt_state, start: int, records: list, progress, stop_after):
+def _loop(run: Run, manager, params, opt_state, start: int, records: list, progress, stop_after,
+          stop_requested=None):
     """Steps start..cfg.steps (the last one evaluates without updating); returns (params, the step it stopped
-    at with `stop_after`, or None when all steps are done)."""
+    at with `stop_after` or `stop_requested()`, or None when all steps are done). When `stop_requested()` is
+    true after an update, the training state after it is saved (resumable) before stopping."""
     cfg = run.cfg
     train_step, objective, _ = run.steps
     for step in range(start, cfg.steps + 1):
@@ -514,6 +538,10 @@ def _loop(run: Run, manager, params, opt_state, start: int, records: list, progr
         rec.update(_floats(out))
         if progress is not None:
             progress(step, rec)
+        if stop_requested is not None and step < cfg.steps and stop_requested():
+            _save_state(manager, params, opt_state, step + 1, records)
+            _write_metrics(run, records, "interrupted")
+            return params, step + 1
     return params, None
 
 
@@ -537,26 +565,32 @@ def _finish(run: Run, params, records: list, start: int, resume: bool, wall: flo
 
 
 def train(cfg: TrainConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-          progress: Callable[[int, dict], None] | None = None, stop_after: int | None = None) -> dict:
+          progress: Callable[[int, dict], None] | None = None, stop_after: int | None = None,
+          stop_requested: Callable[[], bool] | None = None) -> dict:
     """Train one model into out_dir; returns a summary dict (also the tail of metrics.json).
 
     resume=True continues from the latest complete checkpoint (same TrainConfig required) and ends with
     the same params and records as an uninterrupted run; a finished run is returned as is.
     overwrite=True clears a non-empty out_dir. progress(step, record) is called after every step.
     stop_after=n stops like a kill once n updates are done (nothing more is saved), for tests.
+    stop_requested() (the CLI's Ctrl-C flag) is polled after every update: when true, the training state is
+    saved and {"status": "interrupted", "step": n, "out_dir": ...} returned; resume=True continues it.
+    Everything (recipe, corpus, tokenizer, model config) is checked before out_dir is written.
     """
     out_dir = Path(out_dir)
-    finished = _open_out_dir(cfg, out_dir, resume, overwrite)
+    finished = _check_out_dir(cfg, out_dir, resume, overwrite)
     if finished is not None:
         return finished
     t_start = time.time()
-    run = _build_run(cfg, out_dir, resume)
+    run, tok = _build_run(cfg, out_dir, resume)
+    _open_out_dir(run, tok, resume, overwrite)
     params, opt_state = run.init.params, make_optimizer(cfg)[0].init(run.init.params)
     with state_manager(out_dir) as manager:
         start, records = 0, []
         if resume:
             params, opt_state, start, records = _resume(run, manager, params, opt_state)
-        params, stopped = _loop(run, manager, params, opt_state, start, records, progress, stop_after)
+        params, stopped = _loop(run, manager, params, opt_state, start, records, progress, stop_after,
+                                stop_requested)
     if stopped is not None:
-        return {"status": "interrupted", "step": stopped}
+        return {"status": "interrupted", "step": stopped, "out_dir": str(out_dir)}
     return _finish(run, params, records, start, resume, time.time() - t_start)

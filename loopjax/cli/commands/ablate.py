@@ -24,9 +24,10 @@ import numpy as np
 
 import loopjax
 from loopjax.analysis import ablation
-from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, open_run, or_default,
-                                       prompt_units, recorded_settings, say, setup)
-from loopjax.cli.parser import add_common, add_engine_steps
+from loopjax.cli.budget import check_budget, check_int_range
+from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, loaded_fingerprint,
+                                       open_run, or_default, prompt_units, recorded_settings, say, setup)
+from loopjax.cli.parser import add_common, add_engine_steps, whole_number
 from loopjax.cli.runner import header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
 from loopjax.engine.validate import check_int
@@ -65,8 +66,8 @@ class AblationSettings(Transient):
     @classmethod
     def from_args(cls, args) -> "AblationSettings":
         steps = or_default(args.steps, DEFAULTS["steps"])
-        orbit_steps = check_int("--orbit-steps", or_default(args.orbit_steps, DEFAULTS["orbit_steps"]), 16,
-                                error=CLIError)  # periods up to 8 are tested
+        orbit_steps = check_int_range("--orbit-steps", check_int(
+            "--orbit-steps", or_default(args.orbit_steps, DEFAULTS["orbit_steps"]), 16, error=CLIError))  # periods <= 8
         return cls(alphas=sorted(args.injection_scale), mode=args.mode, steps_lambda1=steps, attr_steps=steps,
                    k=args.k, spectrum_steps=or_default(args.spectrum_steps, DEFAULTS["spectrum_steps"]) if args.k
                    else None, orbit_steps=orbit_steps, **dataclasses.asdict(Transient.from_args(args)))
@@ -94,11 +95,11 @@ def add_options(p) -> None:
                    dest="injection_scale", help="the injection scales alpha, comma-separated")
     g.add_argument("--mode", choices=("mean",), default=None,
                    help="'mean': replace e by its mean over the prompt's positions before scaling")
-    g.add_argument("--k", type=int, default=None,
+    g.add_argument("--k", type=whole_number, default=None,
                    help="also compute the top-k spectrum (T=--spectrum-steps) per alpha and prompt")
-    g.add_argument("--spectrum-steps", type=int, default=None,
+    g.add_argument("--spectrum-steps", type=whole_number, default=None,
                    help=f"spectrum T with --k (default {DEFAULTS['spectrum_steps']})")
-    g.add_argument("--orbit-steps", type=int, default=None,
+    g.add_argument("--orbit-steps", type=whole_number, default=None,
                    help=f"loop steps of the orbit classification (default {DEFAULTS['orbit_steps']}; >= 16)")
     add_engine_steps(g, " (lambda_1, attribution, spectrum)")
 
@@ -135,7 +136,7 @@ def run(args, ctx: Context) -> int:
 
 def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSettings) -> dict:
     """The ablation of one loaded model into out/ablation/ (results.json, figures, index.md)."""
-    from loopjax.cli import plots, report
+    from loopjax.cli import report
 
     try:
         loopjax.scale_injection(s.loaded.model, 1.0, mode=settings.mode)
@@ -143,14 +144,40 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
         raise CLIError(f"ablate: {s.loaded.name}: {e}") from None
     if settings.k:
         check_k(settings.k, s.tokens, s.loaded.model.config.hidden_size, s.prompts)
+    check_ablation_budget(s, settings)
     recorded = {**recorded_settings(common, "ablation", s.prompts, loaded=s.loaded, digest=True,
                                     key_note="; the same key for every alpha"), **dataclasses.asdict(settings)}
-    runner = open_run(common, ctx, s.out / "ablation", "ablation", recorded)
     alphas = settings.alphas
     units = [u for j, a in enumerate(alphas)
              for u in prompt_units(s.prompts, s.tokens, key=lambda i, j=j: f"a{j:02d}-p{i:03d}", alpha_index=j,
                                    alpha=a)]
-    runner.begin([key for key, _ in units])
+    runner = open_run(common, ctx, s.out / "ablation", "ablation", recorded, loaded_fingerprint(s.loaded, units))
+    with runner:
+        runner.begin([key for key, _ in units])
+        res, summary = ablation_results(common, s, settings, runner, units)
+    report.write_ablation_index(runner.store.root, res, summary)
+    star = summary.alpha_star
+    say(common.quiet, f"ablate: alpha* = {'none (' + ablation.NO_CROSSING + ')' if star is None else f'{star:.4f}'}; "
+                      f"lambda1 {summary.lambda1_mean[0]:+.4f} (alpha={alphas[0]:g}) .. "
+                      f"{summary.lambda1_mean[-1]:+.4f} (alpha={alphas[-1]:g}) -> {runner.store.root / 'results.json'}")
+    return res
+
+
+def check_ablation_budget(s: Setup, settings: AblationSettings) -> None:
+    """The memory of one unit's largest parts (the attribution, the top-k spectrum with --k) against the
+    memory available, before the folder is made."""
+    check_budget("attribution", s.loaded.model, s.tokens, steps=max(settings.attr_steps, settings.steps_lambda1),
+                 k=settings.attr_k)
+    if settings.k:
+        check_budget("spectrum", s.loaded.model, s.tokens, steps=settings.spectrum_steps, k=settings.k)
+
+
+def ablation_results(common: Common, s: Setup, settings: AblationSettings, runner, units) -> tuple:
+    """(the finished results, the summary): every unit computed (or reused) into the begun `runner`,
+    summarized, drawn and finished."""
+    from loopjax.cli import plots
+
+    alphas = settings.alphas
 
     def compute(unit: str, inputs: dict) -> dict:
         return ablation.ablation_unit(s.loaded.model, jnp.asarray(inputs["token_ids"], jnp.int32), inputs["alpha"],
@@ -171,13 +198,7 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
                                         summary, title),
             plots.plot_contributions_vs_alpha(runner.store.root / "contributions_vs_alpha.png", summary, title)]
     res["figures"] = [f.name for f in figs]
-    res = runner.finish(res)
-    report.write_ablation_index(runner.store.root, res, summary)
-    star = summary.alpha_star
-    say(common.quiet, f"ablate: alpha* = {'none (' + ablation.NO_CROSSING + ')' if star is None else f'{star:.4f}'}; "
-                      f"lambda1 {summary.lambda1_mean[0]:+.4f} (alpha={alphas[0]:g}) .. "
-                      f"{summary.lambda1_mean[-1]:+.4f} (alpha={alphas[-1]:g}) -> {runner.store.root / 'results.json'}")
-    return res
+    return runner.finish(res), summary
 
 
 COMMAND = Command(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,9 +16,12 @@ import jax.numpy as jnp
 
 import loopjax
 from loopjax.cli.analyses import TOKENS, Analysis
+from loopjax.cli.budget import check_budget, check_prompt_lengths, max_positions
+from loopjax.cli.fingerprint import run_fingerprint
 from loopjax.cli.runner import Hooks, Interrupts, Runner, header, progress, prompt_entries
 from loopjax.cli.runstore import RunStore
 from loopjax.cli.session import CLIError, Loaded, software_versions
+from loopjax.io.loading import hf_config_of
 from loopjax.io.prompts import BUILTIN_PROMPTS, Prompt, get_prompts, prompt_set_digest
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
@@ -71,6 +75,7 @@ class Common:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+    allow_long_prompts: bool = False
 
     @classmethod
     def from_args(cls, args) -> "Common":
@@ -152,8 +157,26 @@ def setup(common: Common, source: str | None = None, out: Path | None = None) ->
     prompts = read_prompts(common)
     loaded = load_model(source or common.model, common.revision, common.dtype)
     tokens = loaded.tokenize(prompts, common.token_ids)
+    check_lengths(loaded, prompts, tokens, common.allow_long_prompts)
     out = out or (Path(common.out) if common.out else Path("results") / loaded.name)
     return Setup(loaded, prompts, tokens, out)
+
+
+def check_lengths(loaded: Loaded, prompts: list[Prompt], tokens: list[list[int]], allow: bool) -> None:
+    """Prompts longer than the positions the model's config allows: refused (CLI: exit 2, before any
+    folder is made), or with --allow-long-prompts one warning each on stderr."""
+    limit = max_positions(hf_config_of(loaded.source, loaded.revision, loaded.model))
+    for line in check_prompt_lengths(tokens, limit, allow=allow, texts=[p.text for p in prompts]):
+        print(line, file=sys.stderr)
+
+
+def check_analysis_budget(analysis: Analysis, options, s: Setup) -> None:
+    """The memory `analysis` needs with these options on these prompts against the memory available
+    (`budget.check_budget`): a run that cannot fit is refused with the estimate before any compute."""
+    steps = getattr(options, "steps", None) or getattr(options, "loops")   # similarity: its loops
+    check_budget(analysis.name, s.loaded.model, s.tokens, steps=steps, k=getattr(options, "k", None) or 1,
+                 pad_multiple=getattr(options, "pad_multiple", None),
+                 checkpoint_every=getattr(options, "checkpoint_every", None))
 
 
 def pad_multiple(args, *, checkpoint_every=None, devices=None) -> int | None:
@@ -204,18 +227,35 @@ def prompt_units(prompts: list[Prompt], tokens: list[list[int]], key=lambda i: f
             for i, (p, ids) in enumerate(zip(prompts, tokens))]
 
 
-def open_run(common: Common, ctx: Context, folder: Path, analysis: str, settings: dict) -> Runner:
-    store = RunStore(folder, analysis, settings, resume=common.resume, overwrite=common.overwrite)
+def open_run(common: Common, ctx: Context, folder: Path, analysis: str, settings: dict,
+             fingerprint: dict | None = None) -> Runner:
+    """The Runner of one results folder; `fingerprint` (`loopjax.cli.fingerprint.run_fingerprint`) is
+    recorded and compared on --resume. Nothing is written until `Runner.begin`."""
+    store = RunStore(folder, analysis, settings, resume=common.resume, overwrite=common.overwrite,
+                     fingerprint=fingerprint)
     return Runner(store, quiet=common.quiet, hooks=ctx.hooks, interrupts=ctx.interrupts)
+
+
+def loaded_fingerprint(loaded: Loaded, units) -> dict:
+    """The fingerprint of a run on one loaded model: its weights, its tokenizer and these units."""
+    return run_fingerprint(loaded.source_dir, loaded.tokenizer, units, loaded.source)
 
 
 def run_analysis(common: Common, ctx: Context, analysis: Analysis, s: Setup, options) -> dict:
     """One per-prompt analysis into out/<analysis>/ with its typed `options` (recorded in the settings):
-    prompt i runs with key loopjax.prompt_key(seed, i)."""
+    prompt i runs with key loopjax.prompt_key(seed, i). Every check (memory budget included) runs before
+    the folder is made; an error after that removes it or leaves it for --resume (`Runner.__exit__`)."""
     settings = {**recorded_settings(common, analysis.name, s.prompts, loaded=s.loaded), **dataclasses.asdict(options)}
-    runner = open_run(common, ctx, s.out / analysis.name, analysis.name, settings)
     units = prompt_units(s.prompts, s.tokens)
-    runner.begin([key for key, _ in units])
+    check_analysis_budget(analysis, options, s)
+    runner = open_run(common, ctx, s.out / analysis.name, analysis.name, settings, loaded_fingerprint(s.loaded, units))
+    with runner:
+        runner.begin([key for key, _ in units])
+        return analysis_results(common, analysis, s, options, runner, units)
+
+
+def analysis_results(common: Common, analysis: Analysis, s: Setup, options, runner: Runner, units) -> dict:
+    """The prompts of `units` computed (or reused) into the begun `runner`, summarized, drawn, finished."""
     batched = batched_core(analysis, options, common.seed, units, s.loaded.model)
     pieces = {u: s.loaded.pieces(inp["token_ids"]) for u, inp in units} if analysis is TOKENS else {}
 

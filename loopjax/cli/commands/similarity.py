@@ -6,7 +6,7 @@ import dataclasses
 
 from loopjax.cli.analyses import SIMILARITY, TRAJECTORY
 from loopjax.cli.commands.base import DEFAULT_MODEL, PAPER, Command, or_default, run_command
-from loopjax.cli.parser import add_common
+from loopjax.cli.parser import add_common, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,7 @@ class TrajectorySettings:
 def add_similarity_options(p) -> None:
     add_common(p, model_default=DEFAULT_MODEL, steps_help="number of loops n (alias --loops)",
                steps_default=PAPER["similarity"]["loops"])
-    p.add_argument("--loops", type=int, dest="steps", help=argparse.SUPPRESS)  # --loops as an alias of --steps
+    p.add_argument("--loops", type=whole_number, dest="steps", help=argparse.SUPPRESS)  # --loops as an alias of --steps
 
 
 def run_similarity(args, ctx) -> int:

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import loopjax
-from loopjax.cli.commands.base import (PAPER, PRESETS, Command, Common, Context, Transient, load_model,
+from loopjax.cli import fingerprint as fp
+from loopjax.cli.budget import check_budget
+from loopjax.cli.commands.base import (PAPER, PRESETS, Command, Common, Context, Transient, check_lengths, load_model,
                                        open_run, or_default, prompt_units, read_prompts, recorded_settings, say)
 from loopjax.cli.parser import add_common, add_transient
 from loopjax.cli.runner import header, prompt_entries
@@ -55,9 +57,41 @@ def run_sweep(common: Common, ctx: Context, settings: SweepSettings, prompts: li
         check_source_exists(src)
     recorded = {**recorded_settings(common, "sweep", prompts, prompt_set="paper-5", digest=True),
                 **dataclasses.asdict(settings)}
-    runner = open_run(common, ctx, out / "sweep", "sweep", recorded)
+    runner = open_run(common, ctx, out / "sweep", "sweep", recorded, sweep_fingerprint(checkpoints, prompts))
     keys = [[f"c{c:02d}-p{i:03d}" for i in range(len(prompts))] for c in range(len(checkpoints))]
-    runner.begin([k for row in keys for k in row])
+    with runner:
+        runner.begin([k for row in keys for k in row])
+        return sweep_results(common, settings, prompts, checkpoints, runner, keys, title)
+
+
+def checkpoint_fingerprints(src: str, rev: str | None) -> tuple[str, str]:
+    """(weights, tokenizer) fingerprints of one checkpoint from its files, without loading its weights
+    (its config.json is read, and so checked, for the vocabulary size of the fallback tokenizer)."""
+    from loopjax.io.tokenizer import get_tokenizer
+    from loopjax.models import config_from_hf
+
+    where = loopjax.source_dir(src, rev)
+    if where is None:  # a random built-in: a function of its name
+        return fp.weights_fingerprint(None, src), f"name:{src}"
+    try:
+        vocab = config_from_hf(read_json(where / "config.json")).vocab_size
+        tok = get_tokenizer(where, vocab)
+        return fp.weights_fingerprint(where, src), fp.tokenizer_fingerprint(where, tok)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read checkpoint {src!r}{'@' + rev if rev else ''}: {e}") from None
+
+
+def sweep_fingerprint(checkpoints: list, prompts: list[Prompt]) -> dict:
+    """What a sweep records and --resume compares: the weights and tokenizer of every checkpoint (in order)
+    and the prompts (texts and registers; their token ids are checked per unit when a checkpoint loads)."""
+    each = [checkpoint_fingerprints(src, rev) for src, rev in checkpoints]
+    return {"weights": fp.prompts_fingerprint([w for w, _ in each]),
+            "tokenizer": fp.prompts_fingerprint([t for _, t in each]),
+            "prompts": fp.prompts_fingerprint([[p.text, p.register] for p in prompts])}
+
+
+def sweep_results(common: Common, settings: SweepSettings, prompts, checkpoints, runner, keys, title: str) -> dict:
+    """λ1 of every (checkpoint, prompt) computed (or reused) into the begun `runner`, summarized, drawn, finished."""
     lam, per_ckpt = [], []
     for c, (src, rev) in enumerate(checkpoints):
         records = _checkpoint_units(common, runner, settings, keys[c], prompts, (src, rev),
@@ -86,6 +120,8 @@ def _checkpoint_units(common: Common, runner, settings: SweepSettings, keys, pro
         return records
     loaded = load_model(src, rev, common.dtype)
     tokens = loaded.tokenize(prompts, common.token_ids)
+    check_lengths(loaded, prompts, tokens, common.allow_long_prompts)
+    check_budget("sweep", loaded.model, tokens, steps=settings.steps)
     units = prompt_units(prompts, tokens, key=lambda i: keys[i], checkpoint=[src, rev])
     engine = {"warmup": settings.warmup, "renorm_every": settings.renorm_every}
 
