@@ -123,7 +123,7 @@ def estimate_memory(analysis: str, *, steps: int, tokens: int, hidden: int, k: i
     d = L * hidden
     inter = intermediate or 4 * hidden
     parts = {"params": params_bytes}
-    if analysis in ("spectrum", "attribution", "tokens", "sweep", "ablation"):
+    if analysis in ("spectrum", "attribution", "tokens", "sweep", "ablation", "regime", "complete"):
         maps = n_sublayers if analysis == "attribution" else 1
         positions = L if analysis == "tokens" else 1
         scan = checkpoint_every if checkpoint_every and checkpoint_every < steps else steps
@@ -131,6 +131,10 @@ def estimate_memory(analysis: str, *, steps: int, tokens: int, hidden: int, k: i
         parts["per-step log as JSON"] = 2 * steps * k * maps * positions * JSON_NUMBER_BYTES * n_prompts
         parts["tangents (d x k)"] = 4 * d * k * itemsize * batch
         parts["JVP activations"] = 2 * k * L * (4 * hidden + 3 * inter + heads * L) * itemsize * batch
+    elif analysis == "dynamics":  # CLVs: the window's Q, R, C and vectors (W x d x k) plus the backward pass
+        parts["CLV window (Q, vectors: 2 x steps x d x k)"] = 2 * 2 * steps * d * k * itemsize
+        parts["tangents (d x k)"] = 4 * d * k * itemsize
+        parts["JVP activations"] = 2 * k * L * (4 * hidden + 3 * inter + heads * L) * itemsize
     elif analysis == "similarity":
         n = steps * n_sublayers
         parts["stored states (loops x sublayers x d)"] = 2 * n * d * itemsize

@@ -173,8 +173,12 @@ def check_lengths(loaded: Loaded, prompts: list[Prompt], tokens: list[list[int]]
 def check_analysis_budget(analysis: Analysis, options, s: Setup) -> None:
     """The memory `analysis` needs with these options on these prompts against the memory available
     (`budget.check_budget`): a run that cannot fit is refused with the estimate before any compute."""
-    steps = getattr(options, "steps", None) or getattr(options, "loops")   # similarity: its loops
-    check_budget(analysis.name, s.loaded.model, s.tokens, steps=steps, k=getattr(options, "k", None) or 1,
+    steps = next(getattr(options, name) for name in ("steps", "loops", "max_steps", "window")  # similarity: loops,
+                 if getattr(options, name, None))                                        # regime: its cap, CLVs
+    k = getattr(options, "k", None) or getattr(options, "clv_k", None) or 1
+    if analysis.name == "complete":  # every exponent: k = d of the longest prompt
+        k = max(len(ids) for ids in s.tokens) * s.loaded.model.config.hidden_size
+    check_budget(analysis.name, s.loaded.model, s.tokens, steps=steps, k=k,
                  pad_multiple=getattr(options, "pad_multiple", None),
                  checkpoint_every=getattr(options, "checkpoint_every", None))
 
