@@ -102,8 +102,8 @@ def read_config(ckpt_dir):
     cfg = checkpoint.read_json(path)
     class_name = cfg.get("_class_name") or cfg.get("model_class_name")
     if cfg.get("model_type") in (None, "") and class_name not in BY_CLASS_NAME:
-        named = cfg.get("architectures") or class_name
-        named = f" (it names {named})" if named else ""
+        named = (f" (it names architectures {cfg['architectures']})" if cfg.get("architectures") else
+                 f" (its _class_name {class_name!r} is not one loopjax reads)" if class_name else "")
         raise ValueError(f"{path} has no 'model_type'{named}, so loopjax cannot tell which model it is; loopjax "
                          f"supports model_type {', '.join(sorted(BY_MODEL_TYPE))} (or, without one, _class_name "
                          f"{', '.join(sorted(BY_CLASS_NAME))})")

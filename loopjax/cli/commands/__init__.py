@@ -26,9 +26,9 @@ COMMANDS: tuple[Command, ...] = (convert.COMMAND, spectrum.COMMAND, attribute.CO
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="loopjax", formatter_class=HelpFormatter,
-        description="Lyapunov spectral analysis of looped transformers (Ouro, Huginn) in JAX.",
+        description="Lyapunov spectral analysis of looped transformers (Ouro, Huginn, Parcae) in JAX.",
         epilog="Run `loopjax COMMAND --help` for each command's options. `loopjax report` with no --model "
-               "analyses both built-in models into results/<model-name>/.")
+               "analyses the trained built-in models into results/<model-name>/.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for c in COMMANDS:
         p = sub.add_parser(c.name, formatter_class=HelpFormatter, help=c.help, description=c.description)

@@ -232,8 +232,9 @@ def add_options(p) -> None:
 
 
 COMMAND = Command(
-    "report", help="all analyses for one model (or both built-ins) with index.md/index.html",
-    description="Spectrum, attribution (+ heatmap), similarity, trajectory (and a sweep if --checkpoints/--preset) "
-                "into one folder with index.md and index.html. Without --model: both built-in models into "
+    "report", help="all analyses for one model (or the trained built-ins) with index.md/index.html",
+    description="Regimes, spectrum, attribution (+ heatmap), similarity, trajectory, per-token spectra, complete "
+                "spectra, CLVs / logit lens / attention (and a sweep if --checkpoints/--preset) "
+                "into one folder with index.md and index.html. Without --model: the trained built-in models into "
                 "OUT/<model-name>/ (OUT default: results).",
     add_options=add_options, run=run)
