@@ -58,7 +58,8 @@ def test_spectrum_and_attribution_summaries_equal_the_cli(model_name, prompts, t
                                   "--probe-seeds", 2], "spectrum")
     _close(loopjax.summarize(spec, orbits=orbits, probe_seed_results=seeds).to_json(), got)
 
-    attr = [loopjax.attribution(model, x, k=2, steps=5, key=loopjax.prompt_key(7, i)) for i, x in enumerate(ids)]
+    attr = [loopjax.attribution(model, x, k=2, steps=5, key=loopjax.prompt_key(7, i), relative=True)  # CLI default
+            for i, x in enumerate(ids)]
     got = _cli_summary(tmp_path, ["attribute", "--model", model_name, "--prompts", prompts, "--k", 2, "--steps", 5],
                        "attribution")
     _close(loopjax.summarize(attr).to_json(), got)
@@ -123,4 +124,4 @@ def test_summarize_looks_the_kind_up_by_type_and_plain_dicts_name_theirs():
     with pytest.raises(ValueError, match="cannot summarize results of type str"):
         loopjax.summarize(["x"])
     assert set(REGISTRY) == {"spectrum", "attribution", "lambda1", "sweep", "similarity", "convergence", "tokens",
-                             "ablation"}
+                             "ablation", "regime", "complete", "dynamics"}

@@ -101,6 +101,13 @@ class SpectrumSummary(Summary):
         return rows
 
 
+def _or_none(x):
+    """A float, or None where it is not finite (JSON null; e.g. a Kaplan–Yorke dimension the k exponents do
+    not determine)."""
+    x = as_float(x)
+    return x if math.isfinite(x) else None
+
+
 def _ky_text(values) -> str:
     v = ["n/a" if x is None or not math.isfinite(x) else f"{x:.2f}" for x in values]
     return ", ".join(v) + (" (n/a: the k exponents sum to ≥ 0, more are needed)" if "n/a" in v else "")
@@ -175,7 +182,7 @@ def summarize_spectrum(results: Sequence[LyapunovResult], top: int = 5, *, orbit
         n_zero_holm=int(signs["zero"] + signs["undetermined"]), n_positive_mean=int((mean > 0).sum()),
         lambda1_second_half_mean=as_float(late[0]), n_positive_second_half=int((late > 0).sum()),
         mean_spectrum_second_half=as_list(late), max_orthogonality_error=as_float(np.max(orth)) if orth else math.nan,
-        kaplan_yorke_per_prompt=[as_float(kaplan_yorke_dimension(row)) for row in ex],
+        kaplan_yorke_per_prompt=[_or_none(kaplan_yorke_dimension(row)) for row in ex],
         ruelle_bound_per_prompt=[as_float(b.value) for b in bounds],
         ruelle_lower_estimate=[bool(b.lower_bound) for b in bounds],
         **extra)
