@@ -233,7 +233,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, capsys):
     script = ("import sys, time; from loopjax.cli import Hooks, main; "
               "sys.exit(main(sys.argv[1:], hooks=Hooks(after_unit=lambda unit: time.sleep(60))))")
     cmd = [sys.executable, "-c", script, *map(str, _spectrum_cmd(part, prompts))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # killed: no shared XLA cache
+                            env={**os.environ, "LOOPJAX_COMPILE_CACHE": "0"})
     first = part / "spectrum" / "prompts" / "000.json"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:

@@ -31,6 +31,9 @@ SHARDED = FIXTURES / "ouro-tiny-bf16-sharded"
 BUILTIN = Path(loopjax.__file__).parent / "builtin_models" / "ouro-tiny"
 TINY = ["--model", "builtin:ouro-tiny-random", "--k", "2", "--steps", "2", "--quiet"]
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+# A process killed by a signal mid-run must not write into the session's shared XLA cache (a half-written entry
+# read back by a later process crashed it in jax's cache reader).
+NO_CACHE_ENV = {**ENV, "LOOPJAX_COMPILE_CACHE": "0"}
 
 
 def copy(src: Path, dst: Path) -> Path:
@@ -383,7 +386,7 @@ def test_ctrl_c_early_in_a_cli_run_exits_130_without_traceback(tmp_path):
     for delay in (0.3, 1.5):
         out = tmp_path / f"out{delay}"
         p = subprocess.Popen([sys.executable, "-m", "loopjax.cli", "spectrum", *TINY, "--prompts", str(prompts),
-                              "--out", str(out)], env=ENV, stderr=subprocess.PIPE, text=True,
+                              "--out", str(out)], env=NO_CACHE_ENV, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
