@@ -287,18 +287,22 @@ class RunStore:
         self.release()
         return f"the finished prompts are kept in {self.root}; rerun with --resume to continue"
 
+    def _read_with_settings(self, path: Path, made: str) -> dict:
+        """A saved JSON of this folder, refused (naming the first difference) unless its settings are ours."""
+        try:
+            saved = read_json(path)
+        except (OSError, ValueError) as e:
+            raise RunError(f"--resume: cannot read {path}: {e}") from None
+        diff = _first_difference(saved.get("settings"), self.settings)
+        if diff:
+            raise RunError(f"--resume: {path} was {made} with different settings (first difference: "
+                           f"settings.{diff}); rerun with the original settings, another --out, or --overwrite")
+        return saved
+
     def _check_resumable(self, unit_keys) -> None:
         for path in (self.results_path, self.marker):
             if path.is_file():
-                try:
-                    saved = read_json(path)
-                except (OSError, ValueError) as e:
-                    raise RunError(f"--resume: cannot read {path}: {e}") from None
-                diff = _first_difference(saved.get("settings"), self.settings)
-                if diff:
-                    raise RunError(f"--resume: {path} was made with different settings (first difference: "
-                                   f"settings.{diff}); rerun with the original settings, another --out, "
-                                   f"or --overwrite")
+                saved = self._read_with_settings(path, "made")
                 self._check_fingerprint(saved.get("fingerprint"), path)
         if unit_keys is not None and self.prompts_dir.is_dir():
             extra = sorted(p.stem for p in self.prompts_dir.glob("*.json") if p.stem not in set(unit_keys))
@@ -349,16 +353,7 @@ class RunStore:
         path = self.unit_path(key)
         if not self.resume or not path.is_file():
             return None
-        try:
-            rec = read_json(path)
-        except (OSError, ValueError) as e:
-            raise RunError(f"--resume: cannot read {path}: {e}") from None
-        diff = _first_difference(rec.get("settings"), self.settings)
-        if diff:
-            raise RunError(
-                f"--resume: {path} was computed with different settings (first difference: "
-                f"settings.{diff}); rerun with the original settings, another --out, or --overwrite"
-            )
+        rec = self._read_with_settings(path, "computed")
         diff = _first_difference(rec.get("inputs"), canonical(inputs))
         if diff:
             raise RunError(
