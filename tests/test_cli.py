@@ -193,7 +193,9 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
                  "--out", out, "--jobs", 1, "--quiet"], capsys)
     assert rc == 0
     assert (out / "index.md").is_file() and (out / "index.html").is_file()
-    for name in ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny"):  # the trained built-ins
+    top = (out / "index.md").read_text()
+    assert "huginn-tiny-noinject" not in top and "regime verdicts" in top   # it never reads its prompt
+    for name in ("ouro-tiny", "huginn-tiny", "parcae-tiny"):  # the trained built-ins with every analysis
         d = out / name
         assert "simple" not in load(d / "spectrum" / "results.json")["model"]["tokenizer"]  # their own BPE
         md, html = (d / "index.md").read_text(), (d / "index.html").read_text()
@@ -386,3 +388,38 @@ def test_tokens_command_and_devices(tmp_path, prompts4, capsys):
     assert b["settings"]["devices"] == 4
     for pa, pb in zip(a["prompts"], b["prompts"]):
         np.testing.assert_allclose(pb["exponents"], pa["exponents"], atol=1e-5)
+
+
+def test_report_restarts_a_stalled_child_with_resume(tmp_path, monkeypatch, capsys):
+    """A child that uses no CPU for STALL_SECONDS (here: one that sleeps, standing in for a wedged jaxlib) is
+    killed and started again with --resume; one that keeps working is left alone."""
+    import sys
+    import types
+
+    from loopjax.cli.commands import report as report_cmd
+
+    monkeypatch.setattr(report_cmd, "STALL_SECONDS", 1.0)
+    sleeper = [sys.executable, "-c", "import sys, time; time.sleep(0 if '--resume' in sys.argv else 120)"]
+    worker = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"]
+    children = [report_cmd.Child("builtin:a", tmp_path / "a", sleeper, 1),
+                report_cmd.Child("builtin:b", tmp_path / "b", worker, 1)]
+    env = report_cmd._child_env()
+    assert env["JAX_CPU_ENABLE_ASYNC_DISPATCH"] == "false" and "xla_cpu_multi_thread_eigen" in env["XLA_FLAGS"]
+    for c in children:
+        c.start(env)
+    report_cmd._watch(types.SimpleNamespace(quiet=True), children, env)
+    assert [c.restarts for c in children] == [1, 0] and [c.proc.returncode for c in children] == [0, 0]
+    assert "no progress for 1 s: restarted with --resume (1/2)" in capsys.readouterr().err
+
+
+def test_report_analyses_selects_the_sections(tmp_path, prompts4, capsys):
+    out = tmp_path / "r"
+    rc, _ = run(["report", "--model", "builtin:huginn-tiny-random", "--prompts", prompts4, "--k", 2, "--steps", 4,
+                 "--attr-k", 2, "--regime-steps", 128, "--analyses", "regime,attribution", "--out", out, "--quiet"],
+                capsys)
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["attribution", "regime"]
+    assert "Regime per prompt" in (out / "index.md").read_text()
+    rc, cap = run(["report", "--model", "builtin:huginn-tiny-random", "--analyses", "regime,sideways",
+                   "--out", tmp_path / "bad"], capsys)
+    assert rc != 0 and "--analyses" in cap.err and not (tmp_path / "bad").exists()

@@ -162,3 +162,22 @@ def test_ouro_tiny_fixed_point_matches_its_jacobian():
     np.testing.assert_allclose(r.exponents[:4], top[:4], atol=1e-4)
     assert r.lambda1 == pytest.approx(top[0], abs=max(3 * r.lambda1_se, 2e-3))
     assert r.evidence["fixed_point"]["residual"] <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
+def test_padded_prompt_gives_the_unpadded_verdict(name):
+    """loopjax.regime(pad_multiple=8) (prompts of nearby lengths share a compilation) decides on the prompt's
+    own orbit: the pad rows are held at 0, so kind, horizon, λ1 and log|eig J(z*)| are the unpadded ones."""
+    from loopjax.io.prompts import builtin_prompts
+    from loopjax.io.tokenizer import get_tokenizer
+
+    model = loopjax.load(f"builtin:{name}")
+    tok = get_tokenizer(loopjax.source_dir(f"builtin:{name}"), model.config.vocab_size)
+    ids = tok.encode(builtin_prompts()[5].text)
+    assert len(ids) % 8                                   # the check pads something
+    a = loopjax.regime(model, ids, key=jax.random.key(5))
+    b = loopjax.regime(model, ids, key=jax.random.key(5), pad_multiple=8)
+    assert (a.kind, a.horizon, b.evidence["padded_length"]) == (b.kind, b.horizon, -(-len(ids) // 8) * 8)
+    assert a.kind == "fixed_point" and "padded_length" not in a.evidence
+    assert b.lambda1 == pytest.approx(a.lambda1, abs=1e-5)
+    np.testing.assert_allclose(b.exponents[:2], a.exponents[:2], atol=1e-5)

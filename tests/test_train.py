@@ -139,18 +139,98 @@ def test_lambda1_regulariser_is_differentiable():
     assert np.isfinite(float(lam)) and all(np.isfinite(norms)) and max(norms) > 0
 
 
-def test_ablation_summary_and_figure(tmp_path):
-    steps = [0, 10, 20, 30]
-    assert ablation_mod.settled_step(steps, [0.1, -0.2, 0.3, 0.4]) == 20
-    assert ablation_mod.settled_step(steps, [-0.1, -0.2, -0.3, -0.4]) == 0
-    curve = lambda m: {"steps": steps, "mean": m, "sem": [0.01] * 4, "heldout_loss": [5.0] * 4}  # noqa: E731
-    s = ablation_mod.summarize({"huginn": {0: curve([0.2, -0.1, -0.2, -0.3]), 1: curve([0.1, -0.2, -0.1, -0.3])},
-                                "huginn-noinject": {0: curve([0.2, 0.1, 0.2, 0.3]), 1: curve([0.1, 0.2, -0.1, 0.1])}})
-    assert s["models"]["huginn"]["regime"] == "contracting" and s["models"]["huginn-noinject"]["regime"] == "expanding"
-    assert s["removing_injection_flips_regime"] and s["models"]["huginn"]["settled_from_step"] == 10
-    assert s["models"]["huginn-noinject"]["settled_from_step"] == 0   # the mean over seeds never changes sign
-    assert s["models"]["huginn"]["final_sem_of"] == "sem over seeds"
-    assert ablation_mod.plot(s, tmp_path / "f.png").stat().st_size > 1000
+@pytest.mark.parametrize("arch", [a for a in forward.HUGINN_INJECTIONS if a not in ("huginn", "huginn-noinject")])
+def test_injection_variants_round_trip_and_read_the_prompt(arch, tmp_path):
+    """Every ablation variant saves and loads to the same logits, and its output depends on the prompt (the
+    degenerate `none` model is the one that does not: test_noinject_...)."""
+    model = tiny_model(arch)
+    ids = jnp.asarray([5, 17, 42, 7, 99, 3], jnp.int32)
+    key = jax.random.key(4)
+    forward.save_hf_checkpoint(model, tmp_path / "m", arch=arch)
+    loaded = loopjax.load(tmp_path / "m")
+    assert loaded.config.injection_type == forward.HUGINN_INJECTIONS[arch]
+    np.testing.assert_array_equal(np.asarray(loopjax.logits(loaded, ids, key=key)),
+                                  np.asarray(loopjax.logits(model, ids, key=key)))
+    assert ablation_mod.prompt_sensitivity(model, ids, key) > 1e-4
+    injection = model.params.get("adapter", {})
+    want = {"huginn-add": set(), "huginn-gate": {"gate"}, "huginn-diagonal": {"A_log", "dt_bias", "B"},
+            "huginn-inject-once": {"kernel"}}[arch]
+    assert set(injection) == want
+
+
+def test_inject_once_starts_from_the_injection_and_its_loop_ignores_it():
+    model = tiny_model("huginn-inject-once")
+    ids = jnp.asarray([5, 17, 42, 7, 99], jnp.int32)
+    e = loopjax.context(model, ids)["injection"]
+    np.testing.assert_array_equal(np.asarray(loopjax.init_state(model, ids, key=jax.random.key(3))), np.asarray(e))
+    g, z0, e = forward.injection_loop_step(model, "huginn-inject-once", ids)
+    v = jax.random.normal(jax.random.key(1), e.shape)
+    assert np.all(np.asarray(jax.jvp(lambda x: g(z0, x), (e,), (v,))[1]) == 0.0)
+    assert model.arch.injection_fields(model.config) == ()
+
+
+def test_diagonal_variant_is_parcaes_injection():
+    """huginn-diagonal's adapter is z exp(-dt A) + dt e B^T (PARCAE.md 4.8), written out here in NumPy."""
+    model = tiny_model("huginn-diagonal")
+    p = {k: np.asarray(v, np.float64) for k, v in model.params["adapter"].items()}
+    z, e = (np.asarray(jax.random.normal(jax.random.key(i), (5, 32)), np.float64) for i in (1, 2))
+    dt = np.log1p(np.exp(p["dt_bias"]))
+    want = z * np.exp(-dt * np.exp(p["A_log"])) + dt * (e @ p["B"].T)
+    ctx = {**loopjax.context(model, jnp.arange(5)), "injection": jnp.asarray(e, jnp.float32)}
+    got = model.arch.sublayers(model.config)[0][1](model.params, model.config, ctx, jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_ablation_statistics():
+    curve = {"steps": [0, 4], "mean": [0.1, -0.2], "sem": [0.01, 0.01]}
+
+    def run(lam, kind, loss=5.0):
+        final = {"verdicts": {kind: 2}, "majority": kind, "lambda1": lam, "prompt_sensitivity": 1.0,
+                 "attribution": {"names": ["adapter"], "mean": [lam]}}
+        return {"heldout_loss": loss, "unigram_baseline": 6.0, "final": final, "curve": curve}
+
+    a = ablation_mod.across_seeds({0: run(-0.50, "fixed_point"), 1: run(-0.52, "fixed_point"),
+                                   2: run(-0.48, "fixed_point")})
+    b = ablation_mod.across_seeds({0: run(0.10, "chaotic"), 1: run(0.12, "chaotic"), 2: run(0.08, "chaotic")})
+    c = ablation_mod.across_seeds({0: run(-0.40, "fixed_point"), 1: run(-0.70, "quasi_periodic"),
+                                   2: run(-0.55, "fixed_point", 7.0)})
+    assert a["lambda1"]["mean"] == pytest.approx(-0.50) and a["lambda1"]["se"] == pytest.approx(0.02 / np.sqrt(3))
+    assert a["verdicts"] == {"fixed_point": 6} and c["beats_unigram"] == [True, True, False]
+    assert ablation_mod.compare(b, a) == {"regime_differs": True, "lambda1_difference": pytest.approx(0.6),
+                                          "lambda1_differs_beyond_seed_noise": True,
+                                          "both_learned_in_every_seed": True}
+    same = ablation_mod.compare(c, a)   # one seed's majority is a's: not beyond seed noise
+    assert not same["regime_differs"] and not same["lambda1_differs_beyond_seed_noise"]
+    assert not same["both_learned_in_every_seed"]          # c's seed 2 is above the unigram baseline
+    one = ablation_mod.across_seeds({0: run(-0.5, "fixed_point")})
+    assert one["lambda1"]["se"] is None and ablation_mod.compare(one, a)["lambda1_differs_beyond_seed_noise"] is None
+    with pytest.raises(ValueError, match="--variants"):
+        ablation_mod.check_variants(["linear", "sideways"])
+
+
+def test_injection_ablation_preset_runs_end_to_end(tmp_path):
+    """A tiny `loopjax train --preset injection-ablation` over three variants and two seeds: every run trained,
+    evaluated (regime verdicts, attribution, prompt sensitivity), ablation.json and both figures written."""
+    from loopjax.cli import main
+
+    out = tmp_path / "abl"
+    argv = ["train", "--preset", "injection-ablation", "--variants", "linear,inject-once,none", "--seeds", "0,1",
+            "--out", str(out), "--quiet", "--regime-steps", "256", "--hidden", "32", "--layers", "1", "--heads", "2",
+            "--intermediate", "64", "--vocab-size", "300", "--seq-len", "16", "--batch", "4", "--loops", "3",
+            "--lambda1-prompts", "2", "--lambda1-steps", "4", "--backprop-depth", "2", "--warmup", "0",
+            "--steps", "4", "--lambda1-every", "2"]
+    assert main(argv) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert list(res["variants"]) == ["linear", "inject-once", "none"] and res["settings"]["seeds"] == [0, 1]
+    for v, s in res["variants"].items():
+        assert set(s["per_seed"]) == {"0", "1"} and s["across_seeds"]["curve"]["steps"] == [0, 2, 4]
+        for r in s["per_seed"].values():
+            assert sum(r["final"]["verdicts"].values()) == 2 and len(r["final"]["per_prompt"]) == 2
+            assert r["final"]["attribution"]["names"][0] == "adapter"
+    assert res["variants"]["none"]["across_seeds"]["prompt_sensitivity"]["mean"] == 0.0
+    assert res["variants"]["inject-once"]["across_seeds"]["prompt_sensitivity"]["mean"] > 0.0
+    assert res["variants"]["inject-once"]["num_params_minus_linear"] == 0 and "vs_linear" in res["variants"]["none"]
+    assert all((out / f).stat().st_size > 1000 for f in res["figures"]) and len(res["figures"]) == 2
 
 
 @pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny"])

@@ -8,6 +8,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
@@ -248,21 +249,52 @@ def lambda1_finite(model: LoopModel, tokens, *, steps=64, key=None, d0_relative=
     return lambda1_perturbation(f, z0, steps=steps, d0=d0, key=split_key(key)[1])
 
 
-def regime(model: LoopModel, tokens, *, key=None, init_state=None, **options) -> Regime | list[Regime]:
+def regime(model: LoopModel, tokens, *, key=None, init_state=None, pad_multiple: int | None = None,
+           **options) -> Regime | list[Regime]:
     """The regime of the loop's orbit for a prompt (`loopjax.classify_regime` of the loop map), from the same
     start state as the other front-ends: z_0 from split_key(key)[0] (Huginn's random state; Ouro ignores it),
     the Benettin probes from split_key(key)[1]. `options` pass to classify_regime (k, n_exponents, min_steps,
     max_steps, max_period, criteria). (B, L) tokens or a list of prompts give a list, prompt b with key
-    fold_in(key, b) as in `spectrum` (init_state is then not accepted)."""
+    fold_in(key, b) as in `spectrum` (init_state is then not accepted).
+
+    pad_multiple=N runs the prompt right-padded to the next multiple of N tokens, so that prompts of nearby
+    lengths share one compilation: the map is `padded_loop_map`'s, whose real rows are the prompt's own loop
+    (causal attention) and whose pad rows are held at 0 (their Jacobian block is 0, exponents -inf), so the
+    orbit, its fixed points and the leading exponents are the unpadded prompt's; only the random probes
+    differ (drawn in the padded space). evidence["padded_length"] records it."""
     if _is_ragged(tokens) or jnp.ndim(tokens) == 2:
         if init_state is not None:
             raise ValueError("several prompts take no init_state= (it is drawn per prompt)")
         key = default_key(key)
-        return [regime(model, t, key=jax.random.fold_in(key, b), **options) for b, t in enumerate(tokens)]
+        return [regime(model, t, key=jax.random.fold_in(key, b), pad_multiple=pad_multiple, **options)
+                for b, t in enumerate(tokens)]
     state_key, probe_key = split_key(key)
-    f, z0 = loop_map(model, check_ids(model, tokens), key=state_key, init_state=init_state)
-    return classify_regime(f, z0, key=probe_key, **options)
+    ids = check_ids(model, tokens)
+    f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
+    if pad_multiple is None or padded_length(ids.shape[0], pad_multiple) == ids.shape[0]:
+        return classify_regime(f, z0, key=probe_key, **options)
+    f, z0 = padded_loop_map(model, ids, z0, pad_multiple)
+    r = classify_regime(f, z0, key=probe_key, **options)
+    r.evidence["padded_length"] = int(z0.shape[0])
+    return r
+
+
+def _real_rows_only(f, mask, z):
+    return jnp.where(mask, f(z), jnp.zeros_like(z))
+
+
+def padded_loop_map(model: LoopModel, ids, z0, pad_multiple: int = 8):
+    """(f_pad, z0_pad): the loop map of `ids` right-padded with token 0 to padded_length(L, pad_multiple), with
+    the pad rows of its output set to 0, and z0 zero-padded. The first L rows of f_pad(z) are exactly the
+    prompt's own f(z[:L]) (causal attention: no real position reads a pad), so f_pad = f on the real rows
+    and 0 on the pads: a block-diagonal Jacobian diag(J, 0)."""
+    L = ids.shape[0]
+    Lb = padded_length(L, pad_multiple)
+    z0_pad = jnp.pad(z0, ((0, Lb - L), (0, 0)))
+    f_pad, _ = loop_map(model, jnp.pad(ids, (0, Lb - L)), init_state=z0_pad)
+    mask = jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], z0_pad.shape)
+    return Partial(_real_rows_only, f_pad, mask), z0_pad
 
 
 __all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
-           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime"]
+           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime", "padded_loop_map"]

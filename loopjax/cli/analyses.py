@@ -291,7 +291,7 @@ DYNAMICS = Analysis("dynamics", "dynamics", _dynamics, lambda r: r, dict, _dynam
 
 def _regime(model, ids, key, o, unit, core=None):
     return loopjax.regime(model, ids, key=key, k=o.k, min_steps=o.min_steps, max_steps=o.max_steps,
-                          max_period=o.max_period)
+                          max_period=o.max_period, pad_multiple=o.pad_multiple)
 
 
 def _regime_figures(folder, results, summary, title):

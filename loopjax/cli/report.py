@@ -210,22 +210,22 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]], figure
         rel = Path(out).relative_to(root) if Path(out).is_relative_to(root) else Path(out)
         s = summary_from_json(results["spectrum"]["summary"]) if "spectrum" in results else None
         a = summary_from_json(results["attribution"]["summary"]) if "attribution" in results else None
-        rows.append((name, rel, s and s.lambda1_mean, s and s.lambda1_std, s and s.fraction_positive,
-                     a and a.largest_expanding_sublayer))
+        t64 = "—" if s is None else (f"{_fmt(s.lambda1_mean)} ± {_std(s.lambda1_std)} at T = {s.steps} "
+                                     f"({'converged' if s.converged_sorted and s.converged_sorted[0] else 'not converged'})")
+        rows.append((name, rel, _verdicts(results.get("regime")), t64, a and a.largest_expanding_sublayer))
     md = ["# loopjax reports", "", f"Generated {utc_now()}.", "",
-          "| model | λ1 (mean ± std) | positive exponents | largest expansion | report |", "|---|---|---|---|---|"]
-    for name, rel, l1, sd, fp, big in rows:
-        md.append(f"| {name} | {_fmt(l1)} ± {_std(sd)} | {100 * (fp or 0):.1f}% | {big} | "
-                  f"[{rel}/index.md]({rel}/index.md) |")
+          "| model | regime verdicts (horizons) | λ1, the paper's T (mean ± std) | largest relative expansion | "
+          "report |", "|---|---|---|---|---|"]
+    for name, rel, verdicts, t64, big in rows:
+        md.append(f"| {name} | {verdicts} | {t64} | {big} | [{rel}/index.md]({rel}/index.md) |")
     md += [""] + [f"![{f.stem}]({f})" for f in figures]
     e = html.escape
     ht = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>loopjax reports</title>"
           f"<style>{_CSS}</style></head><body><h1>loopjax reports</h1><p>Generated {e(utc_now())}.</p>"
-          "<table><tr><th>model</th><th>λ1 (mean ± std)</th><th>positive exponents</th>"
-          "<th>largest expansion</th><th>report</th></tr>"]
-    for name, rel, l1, sd, fp, big in rows:
-        ht.append(f"<tr><td>{e(name)}</td><td class='num'>{e(_fmt(l1))} ± {e(_std(sd))}</td>"
-                  f"<td class='num'>{100 * (fp or 0):.1f}%</td><td>{e(str(big))}</td>"
+          "<table><tr><th>model</th><th>regime verdicts (horizons)</th><th>λ1, the paper's T (mean ± std)</th>"
+          "<th>largest relative expansion</th><th>report</th></tr>"]
+    for name, rel, verdicts, t64, big in rows:
+        ht.append(f"<tr><td>{e(name)}</td><td>{e(verdicts)}</td><td class='num'>{e(t64)}</td><td>{e(str(big))}</td>"
                   f"<td><a href='{e(str(rel))}/index.html'>{e(str(rel))}/index.html</a></td></tr>")
     ht.append("</table>")
     ht += [f"<img src='{e(str(f))}' alt='{e(f.stem)}'>" for f in figures]
@@ -239,6 +239,15 @@ def write_top_index(root: str | Path, done: list[tuple[str, Path, dict]], figure
     atomic_write_text(mdp, "\n".join(md) + "\n")
     atomic_write_text(htp, "\n".join(ht))
     return mdp, htp
+
+
+def _verdicts(regime: dict | None) -> str:
+    """'19 fixed point, 1 quasi periodic (512–8192 steps)' from a saved regime result."""
+    if regime is None:
+        return "—"
+    sm = regime["summary"]
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(sm["counts"].items(), key=lambda kv: -kv[1]))
+    return f"{counts} ({sm['horizon_min']}–{sm['horizon_max']} steps)"
 
 
 def write_ablation_index(folder: Path, res: dict, summary) -> Path:

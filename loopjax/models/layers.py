@@ -61,6 +61,15 @@ class Embed(nn.Module):
         return jnp.einsum("...h,vh->...v", x.astype(cd), self.embedding.astype(cd), precision=HIGHEST)
 
 
+def diagonal_injection(x, e, A_log, dt_bias, B):
+    """Parcae's diagonal injection x exp(-dt A) + dt (e B^T) with A = exp(A_log), dt = softplus(dt_bias), each (R,),
+    and B (R, H): a per-channel contraction of the state plus a linear read of e (PARCAE.md 4.8)."""
+    cd = x.dtype
+    dt = jax.nn.softplus(dt_bias.astype(cd))
+    decay = jnp.exp(-dt * jnp.exp(A_log.astype(cd)))
+    return x * decay + dt * jnp.einsum("...h,rh->...r", e.astype(cd), B.astype(cd), precision=HIGHEST)
+
+
 def rope_angles(length: int, head_dim: int, base: float):
     """angle[p, i] = p * base^(-2i/head_dim), i < head_dim/2, in the compute dtype."""
     cd = compute_dtype()

@@ -1,7 +1,8 @@
 """`loopjax train`: the command-line front-end of loopjax.train (register with add_arguments + run).
 
     loopjax train --arch huginn --out runs/huginn
-    loopjax train --ablation --seeds 0,1,2 --out runs/ablation      # huginn vs huginn-noinject
+    loopjax train --preset injection-ablation --seeds 0,1,2 --steps 400 --out runs/ablation
+    loopjax train --preset injection-ablation --variants linear,inject-once --out runs/pair
     loopjax train --arch ouro --out runs/ouro --resume                # continue an interrupted run
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 
 from loopjax.train import forward
+from loopjax.train.injection_ablation import DEFAULT_VARIANTS, EvalSettings, check_variants
 from loopjax.train.trainer import OURO_LOSSES, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -50,13 +52,18 @@ FIELDS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--arch", choices=forward.ARCHS, default=_DEFAULTS.arch,
-                        help="architecture (default %(default)s); ignored with --ablation")
+                        help="architecture (default %(default)s); ignored with --preset injection-ablation")
     parser.add_argument("--out", required=True, help="output folder (loopjax.load(OUT) reads the final model)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="train huginn and huginn-noinject (same recipe) and write ablation.json + figure")
     parser.add_argument("--preset", choices=("injection-ablation",), default=None,
-                        help="injection-ablation: the same as --ablation (the paper's matched pair)")
-    parser.add_argument("--seeds", default="0", help="--ablation: comma-separated seeds (default %(default)s)")
+                        help="injection-ablation: the Huginn backbone with each --variants injection, trained "
+                             "with the same recipe for every --seeds; writes ablation.json and figures")
+    parser.add_argument("--ablation", action="store_true", help="the same as --preset injection-ablation")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="injection-ablation: comma-separated variants (default %(default)s)")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="injection-ablation: comma-separated seeds (default %(default)s)")
+    parser.add_argument("--regime-steps", type=int, default=EvalSettings.regime_steps, metavar="N",
+                        help="injection-ablation: horizon cap of the final regime verdicts (default %(default)s)")
     for flag, field, typ, text in FIELDS:
         default = getattr(_DEFAULTS, field)
         extra = {"choices": OURO_LOSSES} if field == "ouro_loss" else {}
@@ -101,8 +108,14 @@ def interrupted_message(result: dict) -> str:
             f"rerun with --resume to continue")
 
 
-def run(args, stop_requested=None) -> int:
-    """The command; `stop_requested` (the CLI's Ctrl-C flag): stop after the current step, save, exit 130."""
+def parse_variants(text: str) -> tuple[str, ...]:
+    """--variants 'linear,add' -> ('linear', 'add'); ValueError naming the flag and the choices."""
+    return check_variants(v.strip() for v in str(text).split(",") if v.strip())
+
+
+def run(args, stop_requested=None, draw=None) -> int:
+    """The command; `stop_requested` (the CLI's Ctrl-C flag): stop after the current step, save, exit 130.
+    `draw(result, out_dir)`: the ablation's figures (the CLI passes loopjax.cli.plot_ablation.plot_all)."""
     from loopjax.train.injection_ablation import ablation
     from loopjax.train.trainer import train
 
@@ -118,8 +131,10 @@ def run(args, stop_requested=None) -> int:
             printers[arch, seed](step, rec)
 
         cb = None if args.quiet else show
-        result = ablation(args.out, seeds=seeds, base=dataclasses.replace(cfg, arch="huginn"), resume=args.resume,
-                          overwrite=args.overwrite, progress=cb, stop_requested=stop_requested)
+        result = ablation(args.out, variants=parse_variants(args.variants), seeds=seeds,
+                          base=dataclasses.replace(cfg, arch="huginn"), settings=EvalSettings(args.regime_steps),
+                          resume=args.resume, overwrite=args.overwrite, progress=cb, stop_requested=stop_requested,
+                          draw=draw)
     else:
         result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=_printer(args.quiet, every), stop_requested=stop_requested)

@@ -15,10 +15,12 @@ Architectures (the trainer's ``arch`` strings):
   * ``parcae``: e = ln_prelude(prelude(embed(ids))); z_0 random (like-init); loop = diagonal injection
     x exp(-dt A) + dt (e B^T), then pre-norm core blocks; C + coda + head. Trained like Huginn (sampled loop
     counts, truncated backprop through the last ``backprop_depth`` loops).
-  * ``huginn-noinject``: the same architecture and parameter tree, but the loop sees e = 0 (adapter input
-    cat[z, 0]): the loop map does not depend on the input. Its config has ``injection_type="none"`` (also
-    in the saved config.json), so the model's own context -- and with it training, loopjax.lambda1,
-    loopjax.logits and loopjax.load -- carries e = 0: the config is the one switch.
+  * ``huginn-<variant>``: the Huginn backbone with another input injection (``HUGINN_INJECTIONS``; the
+    config's ``injection_type``, also in the saved config.json, is the one switch that training,
+    loopjax.lambda1, loopjax.logits and loopjax.load read): ``add`` z + e, ``diagonal`` Parcae's
+    z exp(-dt A) + dt e B^T, ``gate`` z + sigmoid(g) e, ``inject-once`` z_0 = e then the loop without e,
+    ``noinject`` (injection_type "none") the loop without e from a random start: the degenerate model whose
+    output never depends on the prompt.
 """
 from __future__ import annotations
 
@@ -35,7 +37,10 @@ from loopjax.models import config_from_hf
 from loopjax.models.loop_model import LoopModel, Sublayer, context, init_state
 from loopjax.models.presets import huginn_config, ouro_config, parcae_config
 
-ARCHS = ("ouro", "huginn", "huginn-noinject", "parcae")
+# The Huginn backbone with each injection variant of the ablation (HuginnConfig.injection_type).
+HUGINN_INJECTIONS = {"huginn": "linear", "huginn-add": "add", "huginn-diagonal": "diagonal",
+                     "huginn-gate": "gate", "huginn-inject-once": "inject-once", "huginn-noinject": "none"}
+ARCHS = ("ouro", *HUGINN_INJECTIONS, "parcae")
 
 
 def check_arch(arch: str) -> str:
@@ -55,8 +60,8 @@ def is_recurrent(arch: str) -> bool:
 
 
 def injects(arch: str) -> bool:
-    """Whether the loop map reads the input injection (False only for huginn-noinject)."""
-    return check_arch(arch) != "huginn-noinject"
+    """Whether the loop map reads the input injection (False for huginn-noinject and huginn-inject-once)."""
+    return HUGINN_INJECTIONS.get(check_arch(arch), "linear") not in ("none", "inject-once")
 
 
 # ---- configs ----
@@ -81,8 +86,7 @@ def make_config(arch: str, *, vocab_size: int, hidden: int, layers: int, heads: 
                             inter=intermediate, vocab=vocab_size, mean_recurrence=loops)
         if backprop_depth is not None:
             cfg["mean_backprop_depth"] = backprop_depth
-        if not injects(arch):
-            cfg["injection_type"] = "none"   # HuginnConfig's own switch: its context then carries e = 0
+        cfg["injection_type"] = HUGINN_INJECTIONS[arch]   # HuginnConfig's switch (see its INJECTION_TYPES)
     else:
         cfg = ouro_config(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=hidden // heads,
                           inter=intermediate, vocab=vocab_size, loops=loops, rope_theta=10000.0, tied=True)
@@ -90,11 +94,8 @@ def make_config(arch: str, *, vocab_size: int, hidden: int, layers: int, heads: 
 
 
 def hf_config(config, arch: str) -> dict:
-    """The config.json dict of a trained model (huginn-noinject: injection_type 'none')."""
-    out = config.to_hf()
-    if not injects(arch):
-        out["injection_type"] = "none"
-    return out
+    """The config.json dict of a trained model (its injection_type names the Huginn variant)."""
+    return config.to_hf()
 
 
 def default_loops(config) -> int:

@@ -25,8 +25,10 @@ from loopjax.io.loading import hf_config_of
 from loopjax.io.prompts import BUILTIN_PROMPTS, Prompt, get_prompts, prompt_set_digest
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
-BUILTIN_MODELS = ("builtin:ouro-tiny", "builtin:huginn-tiny", "builtin:huginn-tiny-noinject",  # trained, shipped
-                  "builtin:parcae-tiny")
+# `loopjax report` without --model: the trained built-ins that learned their task, and the analyses each gets
+# (None: all). builtin:huginn-tiny-noinject is not among them: it never reads its prompt (docs/ablation.md).
+BUILTIN_REPORT = {"builtin:ouro-tiny": None, "builtin:huginn-tiny": None, "builtin:parcae-tiny": None}
+BUILTIN_MODELS = tuple(BUILTIN_REPORT)
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
          "similarity": {"loops": 8}, "tokens": {"k": 1, "steps": 64}, "trajectory": {"steps": 64}}

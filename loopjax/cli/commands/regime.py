@@ -17,11 +17,13 @@ class RegimeSettings:
     min_steps: int = 64
     max_steps: int = 8192
     max_period: int = 128
+    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share compilations (loopjax.regime)
 
     @classmethod
     def from_args(cls, args) -> "RegimeSettings":
+        pad = getattr(args, "pad_multiple", None)
         return cls(k=args.k or cls.k, min_steps=args.min_steps, max_steps=args.steps or cls.max_steps,
-                   max_period=args.max_period)
+                   max_period=args.max_period, pad_multiple=cls.pad_multiple if pad is None else pad)
 
 
 def add_options(p) -> None:

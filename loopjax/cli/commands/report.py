@@ -14,7 +14,7 @@ from loopjax.cli.analyses import (ANALYSES, ATTRIBUTION, COMPLETE, DYNAMICS, REG
                                   TRAJECTORY)
 from loopjax.cli.commands import ablate
 from loopjax.cli.commands.attribute import AttributionSettings, add_plain
-from loopjax.cli.commands.base import (BUILTIN_MODELS, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
+from loopjax.cli.commands.base import (BUILTIN_MODELS, BUILTIN_REPORT, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
                                        check_k, or_default, read_prompts, run_analysis, say, setup)
 from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
 from loopjax.cli.commands.dynamics import DynamicsSettings
@@ -57,7 +57,8 @@ class ReportSettings:
                    similarity=SimilaritySettings(args.loops),
                    trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory")),
                    tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps),
-                   regime=RegimeSettings(max_steps=args.regime_steps),
+                   regime=RegimeSettings(max_steps=args.regime_steps, pad_multiple=or_default(
+                       getattr(args, "pad_multiple", None), RegimeSettings.pad_multiple)),
                    complete=CompleteSettings(steps=spectrum_steps, warmup=spectrum_steps),
                    dynamics=DynamicsSettings(), complete_prompts=args.complete_prompts,
                    dynamics_prompts=args.dynamics_prompts)
@@ -71,7 +72,25 @@ class ReportSettings:
                 f"{self.complete.warmup}); CLVs / logit lens / attention of the first {self.dynamics_prompts}")
 
 
-def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[Path, dict]:
+REPORT_ANALYSES = ("regime", "spectrum", "attribution", "similarity", "trajectory", "tokens", "complete", "dynamics",
+                   "ablation")
+
+
+def parse_analyses(text: str | None) -> tuple[str, ...] | None:
+    """--analyses 'regime,spectrum' -> ('regime', 'spectrum'); None -> None (all)."""
+    if text is None:
+        return None
+    names = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = [a for a in names if a not in REPORT_ANALYSES]
+    if bad or not names:
+        raise CLIError(f"--analyses: expected names from {', '.join(REPORT_ANALYSES)}, got {text!r}")
+    return names
+
+
+def run_report_one(args, ctx: Context, source: str, out: Path | None, only=None) -> tuple[Path, dict]:
+    """Every analysis of one model (`only`: these analyses; default --analyses, else all)."""
+    only = parse_analyses(args.analyses) if only is None else only
+    wanted = (lambda name: only is None or name in only)  # noqa: E731
     common = Common.from_args(args)
     s = setup(common, source, out)
     rs = ReportSettings.from_args(args)
@@ -82,12 +101,13 @@ def run_report_one(args, ctx: Context, source: str, out: Path | None) -> tuple[P
     t0 = time.perf_counter()
     results = {analysis.name: run_analysis(common, ctx, analysis, s, getattr(rs, field))
                for analysis, field in ((REGIME, "regime"), (SPECTRUM, "spectrum"), (ATTRIBUTION, "attribution"),
-                                       (SIMILARITY, "similarity"), (TRAJECTORY, "trajectory"), (TOKENS, "tokens"))}
+                                       (SIMILARITY, "similarity"), (TRAJECTORY, "trajectory"), (TOKENS, "tokens"))
+               if wanted(field)}
     for analysis, field, n in ((COMPLETE, "complete", rs.complete_prompts), (DYNAMICS, "dynamics", rs.dynamics_prompts)):
-        if n:
+        if n and wanted(field):
             first = dataclasses.replace(s, prompts=s.prompts[:n], tokens=s.tokens[:n])
             results[analysis.name] = run_analysis(common, ctx, analysis, first, getattr(rs, field))
-    if s.loaded.model.arch.injection_fields(s.loaded.model.config) and not args.no_ablation:  # Huginn
+    if s.loaded.model.arch.injection_fields(s.loaded.model.config) and not args.no_ablation and wanted("ablation"):
         results["ablation"] = ablate.run_ablation(common, ctx, s, ablate.AblationSettings.for_report(args))
     ckpts = sweep_list(args)
     if ckpts:
@@ -108,7 +128,8 @@ def run(args, ctx: Context) -> int:
     if args.jobs > 1:
         outs = _report_parallel(args, root)
     else:
-        outs = [run_report_one(args, ctx, src, root / model_name(src))[0] for src in BUILTIN_MODELS]
+        outs = [run_report_one(args, ctx, src, root / model_name(src), only=_builtin_analyses(args, src))[0]
+                for src in BUILTIN_MODELS]
     done = []
     for src, out in zip(BUILTIN_MODELS, outs):
         results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "regime", "complete", "dynamics", "sweep")
@@ -138,63 +159,129 @@ def model_panels(root: Path, done: list[tuple[str, Path, dict]]) -> list[Path]:
     return figs
 
 
+def _builtin_analyses(args, src: str):
+    """The analyses `src` gets in the built-in report: --analyses if given, else BUILTIN_REPORT's."""
+    return parse_analyses(args.analyses) if args.analyses else BUILTIN_REPORT[src]
+
+
 def _child_env() -> dict:
     """The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
     gain nothing from intra-op threads, and two multi-threaded processes on two cores can be many times
     slower. The flags change the last bits of the numbers, so they are part of the recorded settings
-    (``xla_flags``) that ``--resume`` checks."""
+    (``xla_flags``) that ``--resume`` checks. CPU dispatch is synchronous (JAX_CPU_ENABLE_ASYNC_DISPATCH=false):
+    a child once waited forever on a buffer of an asynchronous CPU computation (see ``STALL_SECONDS``)."""
     env = dict(os.environ)
     if "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", ""):
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
+    env.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
     return env
+
+
+# A child whose CPU time has not moved for this long is stalled (jaxlib 0.10's CPU runtime was seen to wedge,
+# every thread parked on a futex): it is killed and restarted with --resume, which keeps its saved prompts.
+STALL_SECONDS = 180.0
+MAX_RESTARTS = 2
+
+
+@dataclasses.dataclass
+class Child:
+    src: str
+    out: Path
+    cmd: list
+    total: int
+    proc: subprocess.Popen | None = None
+    err: object = None
+    restarts: int = 0
+    cpu: float = -1.0
+    cpu_seen: float = 0.0
+
+    def start(self, env, resume: bool = False) -> None:
+        self.err = tempfile.TemporaryFile(mode="w+")
+        cmd = self.cmd + (["--resume"] if resume and "--resume" not in self.cmd else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, stdin=subprocess.DEVNULL,
+                                     env=env)
+        self.cpu, self.cpu_seen = -1.0, time.monotonic()
+
+    def stalled(self, now: float) -> bool:
+        """True when the child's CPU time (Linux /proc) has not changed for STALL_SECONDS."""
+        cpu = _cpu_seconds(self.proc.pid)
+        if cpu is None or cpu != self.cpu:
+            self.cpu, self.cpu_seen = (self.cpu if cpu is None else cpu), now
+            return False
+        return now - self.cpu_seen > STALL_SECONDS
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _report_parallel(args, root: Path) -> list[Path]:
     """One ``loopjax report --model M`` child process per built-in model (XLA compilation, the bulk of a
     built-in run, is single-threaded); the parent shows one progress bar per model by counting the saved
-    prompt files, and reports the first error line of a failed child."""
+    prompt files, restarts a stalled child (``STALL_SECONDS``) with --resume, and reports the first error line
+    of a failed child."""
     n_prompts = len(read_prompts(Common.from_args(args)))
-    total = (n_prompts * (len(ANALYSES) + 1 + len(sweep_list(args)))  # + regime (a Huginn ablation is not counted)
-             + min(n_prompts, args.complete_prompts) + min(n_prompts, args.dynamics_prompts))
-    env, jobs, t0 = _child_env(), [], time.perf_counter()
+    env, children, t0 = _child_env(), [], time.perf_counter()
     for src in BUILTIN_MODELS:
-        out = root / model_name(src)
-        err = tempfile.TemporaryFile(mode="w+")
+        out, only = root / model_name(src), _builtin_analyses(args, src)
         cmd = [sys.executable, "-m", "loopjax.cli", *args._argv, "--model", src, "--out", str(out), "--quiet"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        jobs.append((src, out, proc, err))
-    say(args.quiet, f"report: {len(jobs)} models in parallel ({n_prompts} prompts each) -> {root}")
-    _watch(args, jobs, total)
+        if only is not None and not args.analyses:
+            cmd += ["--analyses", ",".join(only)]
+        children.append(Child(src, out, cmd, _expected_files(args, n_prompts, only)))
+        children[-1].start(env)
+    say(args.quiet, f"report: {len(children)} models in parallel ({n_prompts} prompts each) -> {root}")
+    _watch(args, children, env)
     failed = []
-    for src, out, proc, err in jobs:
-        err.seek(0)
-        lines = [ln for ln in err.read().splitlines() if ln.strip()]
-        err.close()
-        if proc.returncode != 0:
+    for c in children:
+        c.err.seek(0)
+        lines = [ln for ln in c.err.read().splitlines() if ln.strip()]
+        c.err.close()
+        if c.proc.returncode != 0:
             msg = next((ln for ln in lines if ln.startswith("loopjax:")),
-                       lines[-1] if lines else f"exit status {proc.returncode}")
-            failed.append(f"[{model_name(src)}] {msg.replace('loopjax: error: ', '')}")
+                       lines[-1] if lines else f"exit status {c.proc.returncode}")
+            failed.append(f"[{model_name(c.src)}] {msg.replace('loopjax: error: ', '')}")
         else:
-            say(args.quiet, f"[{model_name(src)}] {out / 'index.html'}")
+            say(args.quiet, f"[{model_name(c.src)}] {c.out / 'index.html'}")
     if failed:
         raise CLIError("; ".join(failed))
-    say(args.quiet, f"report: {len(jobs)} models done in {time.perf_counter() - t0:.1f} s")
-    return [root / model_name(src) for src in BUILTIN_MODELS]
+    say(args.quiet, f"report: {len(children)} models done in {time.perf_counter() - t0:.1f} s")
+    return [c.out for c in children]
 
 
-def _watch(args, jobs, total: int) -> None:
-    """One progress bar per child, counting its saved prompt files, until every child has exited."""
-    bars = [progress(total=total, desc=model_name(src), unit="prompt", position=i, quiet=args.quiet)
-            for i, (src, *_rest) in enumerate(jobs)]
+def _expected_files(args, n_prompts: int, only) -> int:
+    """Prompt files a child saves (its progress bar's total; a Huginn ablation is not counted)."""
+    per_prompt = [a for a in ("regime", *ANALYSES) if a != "sweep" and (only is None or a in only)]
+    extra = sum(min(n_prompts, n) for a, n in (("complete", args.complete_prompts),
+                                              ("dynamics", args.dynamics_prompts)) if only is None or a in only)
+    return n_prompts * (len(per_prompt) + len(sweep_list(args))) + extra
+
+
+def _watch(args, children: list[Child], env) -> None:
+    """One progress bar per child, counting its saved prompt files, until every child has exited; a stalled
+    child is killed and restarted with --resume (at most MAX_RESTARTS times)."""
+    bars = [progress(total=c.total, desc=model_name(c.src), unit="prompt", position=i, quiet=args.quiet)
+            for i, c in enumerate(children)]
     try:
-        while any(proc.poll() is None for *_x, proc, _e in jobs):
-            for bar, (src, out, proc, err) in zip(bars, jobs):
-                n = sum(1 for _ in out.glob("*/prompts/*.json")) if out.is_dir() else 0
-                bar.update(min(n, total) - bar.n)
+        while any(c.proc.poll() is None for c in children):
+            now = time.monotonic()
+            for bar, c in zip(bars, children):
+                n = sum(1 for _ in c.out.glob("*/prompts/*.json")) if c.out.is_dir() else 0
+                bar.update(max(0, min(n, c.total) - bar.n))
+                if c.proc.poll() is None and c.restarts < MAX_RESTARTS and c.stalled(now):
+                    c.proc.kill()
+                    c.proc.wait()
+                    c.restarts += 1
+                    print(f"loopjax: [{model_name(c.src)}] no progress for {STALL_SECONDS:.0f} s: restarted with "
+                          f"--resume ({c.restarts}/{MAX_RESTARTS})", file=sys.stderr)
+                    c.start(env, resume=True)
             time.sleep(0.5)
     finally:
-        for _src, _out, proc, _err in jobs:
-            proc.wait()  # on Ctrl-C the children got the signal too and stop at their next safe point
+        for c in children:
+            c.proc.wait()  # on Ctrl-C the children got the signal too and stop at their next safe point
         for bar in bars:
             bar.close()
 
@@ -225,6 +312,8 @@ def add_options(p) -> None:
                    help="the complete spectrum (all d exponents, causal blocks) of the first N prompts; 0: none")
     p.add_argument("--dynamics-prompts", type=int, default=ReportSettings.dynamics_prompts, metavar="N",
                    help="CLVs, finite-time lambda_1, logit lens and attention similarity of the first N prompts")
+    p.add_argument("--analyses", default=None, metavar="LIST",
+                   help=f"only these analyses, comma-separated, from {','.join(REPORT_ANALYSES)} (default: all)")
     p.add_argument("--no-ablation", action="store_true",
                    help="skip the input-injection ablation that report runs for Huginn models (`loopjax ablate`)")
     p.add_argument("--jobs", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 1,

@@ -32,8 +32,11 @@ def check_args(args) -> None:
     check_positive_float("--clip", args.clip)
     try:
         check_seed(args.seed, "--seed")
-        for seed in train_cli.parse_seeds(args.seeds) if (args.ablation or args.preset) else []:
-            check_seed(seed, "--seeds")
+        if args.ablation or args.preset:
+            for seed in train_cli.parse_seeds(args.seeds):
+                check_seed(seed, "--seeds")
+            train_cli.parse_variants(args.variants)
+            check_int_range("--regime-steps", args.regime_steps, lo=1)
     except ValueError as e:
         raise CLIError(str(e)) from None
 
@@ -49,12 +52,14 @@ def run(args, ctx) -> int:
     check_args(args)
     ctx.interrupts.safe_point = SAFE_POINT
     try:
-        return train_cli.run(args, stop_requested=ctx.interrupts.stop_requested)
+        from loopjax.cli.plot_ablation import plot_all
+
+        return train_cli.run(args, stop_requested=ctx.interrupts.stop_requested, draw=plot_all)
     except KeyboardInterrupt:
         print(f"loopjax: interrupted; {after_hard_stop(Path(args.out))}", file=sys.stderr)
         return 130
 
 
 COMMAND = Command("train", help="train a small loop language model (optax), with lambda_1 through training; "
-                                "--preset injection-ablation trains the matched pair",
+                                "--preset injection-ablation trains the injection variants over seeds",
                   description=train_cli.__doc__, add_options=add_options, run=run)

@@ -50,7 +50,15 @@ class HuginnConfig:
                 "mean_recurrence": int, "vocab_size": int}
     SUPPORTED = {"block_class_name": "SandwichBlock", "mlp_class_name": "GatedMLP",
                  "norm_class_name": "RMSNorm_llama", "nonlin_name": "SiLU"}
-    INJECTION_TYPES = ("linear", "none")  # "none": loopjax's matched no-injection model (adapter sees cat(z, 0))
+    # How the loop reads the prompt (loopjax's ablation variants; the reference has only "linear"):
+    #   linear       adapter(cat(z, e))                        -- Huginn-0125
+    #   add          z + e                                     (no injection parameters)
+    #   diagonal     z exp(-dt A) + dt (e B^T)                 -- Parcae's (PARCAE.md 4.8)
+    #   gate         z + sigmoid(g) * e, g per channel         (H parameters)
+    #   inject-once  z_0 = e, then adapter(cat(z, 0))          -- reads the prompt only through the start state
+    #   none         adapter(cat(z, 0)) from a random z_0      -- never reads the prompt in the loop
+    INJECTION_TYPES = ("linear", "add", "diagonal", "gate", "inject-once", "none")
+    LOOP_IGNORES_E = ("inject-once", "none")  # the loop map does not depend on e
 
     @classmethod
     def from_hf(cls, cfg: dict) -> "HuginnConfig":
@@ -164,6 +172,29 @@ class SandwichBlock(nn.Module):
         return RMSNorm(eps, name="norm_4")(GatedMLP(self.cfg, pd, name="mlp")(RMSNorm(eps, name="norm_3")(x)) + x)
 
 
+class Injection(nn.Module):
+    """The parameter-light injections of the ablation (add, diagonal, gate): g(z, e) -> (..., L, H)."""
+    cfg: HuginnConfig
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        c, pd = self.cfg, self.param_dtype
+        if c.injection_type == "diagonal":  # Parcae's init: A = 1, dt = 0.5 (decay exp(-0.5)), B ~ N(0, 1/H)
+            self.A_log = self.param("A_log", nn.initializers.zeros, (c.n_embd,), pd)
+            self.dt_bias = self.param("dt_bias", nn.initializers.constant(math.log(math.expm1(0.5))), (c.n_embd,), pd)
+            self.B = self.param("B", nn.initializers.normal(1 / math.sqrt(c.n_embd)), (c.n_embd, c.n_embd), pd)
+        elif c.injection_type == "gate":   # sigmoid(0) = 1/2 at init
+            self.gate = self.param("gate", nn.initializers.zeros, (c.n_embd,), pd)
+
+    def __call__(self, z, e):
+        kind, e = self.cfg.injection_type, e.astype(z.dtype)
+        if kind == "diagonal":
+            return layers.diagonal_injection(z, e, self.A_log, self.dt_bias, self.B)
+        if kind == "gate":
+            return z + jax.nn.sigmoid(self.gate.astype(z.dtype)) * e
+        return z + e
+
+
 class Huginn(nn.Module):
     """Parameter tree: wte, prelude_{i}, adapter, core_block_{i}, coda_{i}, ln_f, lm_head (absent when tied)."""
     cfg: HuginnConfig
@@ -174,7 +205,8 @@ class Huginn(nn.Module):
         Linear, RMSNorm = _with_dtype(pd)  # noqa: N806
         self.wte = Embed(c.vocab_size, c.n_embd, c.init_embedding_std, pd)
         self.prelude = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_prelude)]
-        self.adapter = Linear(c.n_embd, c.init_std)
+        self.adapter = (Injection(c, pd) if c.injection_type in ("add", "diagonal", "gate")
+                        else Linear(c.n_embd, c.init_std))
         self.core_block = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_recurrent_block)]
         self.coda = [SandwichBlock(c, pd) for _ in range(c.n_layers_in_coda)]
         self.ln_f = RMSNorm(c.norm_eps)
@@ -189,6 +221,10 @@ class Huginn(nn.Module):
 
     def sublayer(self, index: int, z, e, angles):
         if index == 0:
+            if self.cfg.injection_type in HuginnConfig.LOOP_IGNORES_E:
+                e = jnp.zeros_like(z)
+            if isinstance(self.adapter, Injection):
+                return self.adapter(z, e)
             return self.adapter(jnp.concatenate([z, e.astype(z.dtype)], axis=-1))
         return self.core_block[index - 1](z, angles)
 
@@ -234,7 +270,8 @@ class HuginnArchitecture(Architecture):
 
     def context(self, params, config, ids):
         """RoPE angles and the input injection e (the prelude output), fixed for the whole loop. With
-        injection_type "none" (the matched no-injection model) e is all zeros: the adapter sees cat(z, 0)."""
+        injection_type "none" (the no-injection model) e is all zeros; with "inject-once" e is kept (it is the
+        start state) but the loop map does not read it (its adapter sees cat(z, 0))."""
         angles = rope_angles(ids.shape[-1], config.head_dim, config.rope_base)
         e = Huginn(config).apply({"params": params}, ids, angles, method=Huginn.inject)
         if config.injection_type == "none":
@@ -242,7 +279,10 @@ class HuginnArchitecture(Architecture):
         return {"angles": angles, "injection": e}
 
     def initial_state(self, params, config, ids, ctx, key):
-        """The reference's random start: N(0, std^2) truncated at 3 std, times embed_scale."""
+        """The reference's random start: N(0, std^2) truncated at 3 std, times embed_scale; "inject-once"
+        starts from the prompt's injection z_0 = e (no key needed)."""
+        if config.injection_type == "inject-once":
+            return ctx["injection"].astype(compute_dtype())
         if key is None:
             raise ValueError("Huginn starts its loop from a random state: pass key=jax.random.key(seed) "
                              "(or an explicit init_state)")
@@ -268,7 +308,7 @@ class HuginnArchitecture(Architecture):
         return out
 
     def injection_fields(self, config=None):
-        return () if config is not None and config.injection_type == "none" else ("injection",)
+        return () if config is not None and config.injection_type in HuginnConfig.LOOP_IGNORES_E else ("injection",)
 
 
 HUGINN = HuginnArchitecture()

@@ -8,6 +8,7 @@ _PARAM_BLOCK = r"(prelude|core_block|coda)_(\d+)"
 TABLE = (
     ("transformer.wte.weight",                        "wte.embedding",                        None),
     ("transformer.adapter.weight",                    "adapter.kernel",                       "T"),
+    ("transformer.adapter.(A_log|dt_bias|B|gate)",    "adapter.(A_log|dt_bias|B|gate)",       None),  # loopjax variants
     ("transformer.ln_f.weight",                       "ln_f.weight",                          None),
     (rf"transformer.{_BLOCK}.attn.(Wqkv|proj).weight", rf"{_PARAM_BLOCK}.attn.(Wqkv|proj).kernel", "T"),
     (rf"transformer.{_BLOCK}.attn.qk_bias",           rf"{_PARAM_BLOCK}.attn.qk_bias",        None),

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from loopjax.engine.dtypes import HIGHEST, compute_dtype
+from loopjax.engine.dtypes import compute_dtype
 from loopjax.models import layers
 from loopjax.models.base import Architecture
 from loopjax.models.layers import (Embed, causal_attention, merge_heads, require, rope_angles, rope_interleaved,
@@ -310,18 +310,10 @@ class Injection(nn.Module):
         elif c.injection_type == "linear":
             self.adapter = layers.Linear(R, math.sqrt(2 / (5 * (R + H))), param_dtype=pd)
 
-    def decay_and_gain(self):
-        """(exp(-dt A), dt) of the diagonal injection, each (R,)."""
-        cd = compute_dtype()
-        dt = jax.nn.softplus(self.dt_bias.astype(cd))
-        return jnp.exp(-dt * jnp.exp(self.A_log.astype(cd))), dt
-
     def __call__(self, x, e):
         kind, e = self.cfg.injection_type, e.astype(x.dtype)
         if kind == "diagonal":
-            decay, dt = self.decay_and_gain()
-            Be = jnp.einsum("...h,rh->...r", e, self.B.astype(x.dtype), precision=HIGHEST)
-            return x * decay + dt * Be
+            return layers.diagonal_injection(x, e, self.A_log, self.dt_bias, self.B)
         if kind == "linear":
             return self.adapter(jnp.concatenate([x, e], axis=-1))
         return x + e
