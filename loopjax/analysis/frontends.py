@@ -275,7 +275,8 @@ def regime(model: LoopModel, tokens, *, key=None, init_state=None, pad_multiple:
         return classify_regime(f, z0, key=probe_key, **options)
     f, z0 = padded_loop_map(model, ids, z0, pad_multiple)
     r = classify_regime(f, z0, key=probe_key, **options)
-    r.evidence["padded_length"] = int(z0.shape[0])
+    r.evidence["padded_length"] = int(z0.shape[0])   # evidence["d"] is the padded state's size
+    r.evidence["d_prompt"] = int(ids.shape[0] * z0.shape[1])
     return r
 
 
