@@ -262,7 +262,7 @@ def regime(model: LoopModel, tokens, *, key=None, init_state=None, pad_multiple:
     (causal attention) and whose pad rows are held at 0 (their Jacobian block is 0, exponents -inf), so the
     orbit, its fixed points and the leading exponents are the unpadded prompt's; only the random probes
     differ (drawn in the padded space). evidence["padded_length"] records it."""
-    if _is_ragged(tokens) or jnp.ndim(tokens) == 2:
+    if _is_ragged(tokens) or np.ndim(tokens) == 2:
         if init_state is not None:
             raise ValueError("several prompts take no init_state= (it is drawn per prompt)")
         key = default_key(key)
