@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with only Python 3:
-#   make run   — set up .venv, then the full analysis of both built-in models into results/
+#   make run   — set up .venv, then the full analysis of the trained built-in models into results/
 #   make test  — set up .venv, then the test suite
 PYTHON ?= python3
 VENV   ?= .venv
