@@ -270,9 +270,10 @@ def regime(model: LoopModel, tokens, *, key=None, init_state=None, pad_multiple:
                 for b, t in enumerate(tokens)]
     state_key, probe_key = split_key(key)
     ids = check_ids(model, tokens)
-    f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
     if pad_multiple is None or padded_length(ids.shape[0], pad_multiple) == ids.shape[0]:
+        f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
         return classify_regime(f, z0, key=probe_key, **options)
+    z0 = init_state_of(model, ids, key=state_key) if init_state is None else init_state
     f, z0 = padded_loop_map(model, ids, z0, pad_multiple)
     r = classify_regime(f, z0, key=probe_key, **options)
     r.evidence["padded_length"] = int(z0.shape[0])   # evidence["d"] is the padded state's size

@@ -254,7 +254,7 @@ def _report_parallel(args, root: Path) -> list[Path]:
 
 def _expected_files(args, n_prompts: int, only) -> int:
     """Prompt files a child saves (its progress bar's total; a Huginn ablation is not counted)."""
-    per_prompt = [a for a in ("regime", *ANALYSES) if a != "sweep" and (only is None or a in only)]
+    per_prompt = [a for a in ("regime", *ANALYSES) if only is None or a in only]
     extra = sum(min(n_prompts, n) for a, n in (("complete", args.complete_prompts),
                                               ("dynamics", args.dynamics_prompts)) if only is None or a in only)
     return n_prompts * (len(per_prompt) + len(sweep_list(args))) + extra
