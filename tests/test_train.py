@@ -169,6 +169,31 @@ def test_inject_once_starts_from_the_injection_and_its_loop_ignores_it():
     assert model.arch.injection_fields(model.config) == ()
 
 
+def test_identity_adapter_init_sets_only_the_z_half():
+    """adapter_init="identity": the adapter kernel's first H rows (the z half) are I, everything else is the
+    reference draw of the same seed; archs without that adapter refuse it, naming the field."""
+    ref_cfg = TrainConfig(arch="huginn-inject-once", **TINY)
+    cfg = dataclasses.replace(ref_cfg, adapter_init="identity")
+    config = forward.make_config(cfg.arch, vocab_size=300, hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64,
+                                 loops=3, prelude_layers=1, coda_layers=1)
+    ref, ident = trainer.initial_model(ref_cfg, config), trainer.initial_model(cfg, config)
+    k_ref, k_id = np.asarray(ref.params["adapter"]["kernel"]), np.asarray(ident.params["adapter"]["kernel"])
+    assert k_id.shape == (64, 32) and np.array_equal(k_id[:32], np.eye(32)) and np.array_equal(k_id[32:], k_ref[32:])
+    assert not np.allclose(k_ref[:32], np.eye(32))
+    same = jax.tree.map(np.array_equal, {k: v for k, v in ref.params.items() if k != "adapter"},
+                        {k: v for k, v in ident.params.items() if k != "adapter"})
+    assert all(jax.tree.leaves(same))
+    for arch in ("huginn-add", "huginn-diagonal", "ouro", "parcae"):
+        with pytest.raises(ValueError, match="adapter_init"):
+            TrainConfig(arch=arch, adapter_init="identity")
+    with pytest.raises(ValueError, match="adapter_init"):
+        TrainConfig(arch="huginn", adapter_init="eye")
+    # in the ablation preset it applies to the variants with the adapter only
+    base = TrainConfig(arch="huginn", adapter_init="identity")
+    assert [ablation_mod.variant_config(base, v, 1).adapter_init for v in ("linear", "add", "diagonal", "inject-once")] \
+        == ["identity", "reference", "reference", "identity"]
+
+
 def test_diagonal_variant_is_parcaes_injection():
     """huginn-diagonal's adapter is z exp(-dt A) + dt e B^T (PARCAE.md 4.8), written out here in NumPy."""
     model = tiny_model("huginn-diagonal")
@@ -233,7 +258,8 @@ def test_injection_ablation_preset_runs_end_to_end(tmp_path):
     assert all((out / f).stat().st_size > 1000 for f in res["figures"]) and len(res["figures"]) == 2
 
 
-@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny"])
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny",
+                                  "huginn-tiny-inject-once"])
 def test_shipped_builtins_are_the_trained_models_they_claim(name):
     """The trained built-ins load with their own BPE tokenizer, and their shipped (bf16) weights give the
     held-out loss their training.json states; the injected models beat the unigram baseline."""
@@ -252,9 +278,12 @@ def test_shipped_builtins_are_the_trained_models_they_claim(name):
     tok = get_tokenizer(folder, model.config.vocab_size)
     ids = tok.encode("Once upon a time, in a kingdom far away;")
     assert "simple" not in tok.name and 3 < len(ids) < 20 and max(ids) < model.config.vocab_size
-    cfg = TrainConfig(arch=builtins.BUILTINS[name])
+    cfg = builtins.builtin_config(name)
     assert json.loads((folder / "train_recipe.json").read_text()) == json.loads(json.dumps(cfg.to_json()))
     loss = builtins.heldout_loss(model, cfg, folder)
     assert loss == pytest.approx(info["heldout_loss_shipped"], abs=1e-4)
     if name != "huginn-tiny-noinject":   # the no-injection Huginn never sees its input (docs/training.md)
         assert loss < info["unigram_baseline"] - 1.0
+    if name == "huginn-tiny-inject-once":   # the control's loop never sees e, but its output reads the prompt
+        from loopjax.train.injection_ablation import prompt_sensitivity
+        assert prompt_sensitivity(model, jnp.asarray(ids), jax.random.key(0)) > 0.05

@@ -16,7 +16,7 @@ from loopjax.models.presets import preset
 # `python -m loopjax.train.builtins`). Random: the same kind of tiny shapes, randomly initialised by each
 # architecture's own scheme from a fixed seed (preset, seed) -- fast, for tests and the engine.
 BUILTIN_DIR = Path(__file__).parent.parent / "builtin_models"
-TRAINED = ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny")
+TRAINED = ("ouro-tiny", "huginn-tiny", "huginn-tiny-noinject", "parcae-tiny", "huginn-tiny-inject-once")
 RANDOM = {"ouro-tiny-random": ("ouro-tiny", 0), "huginn-tiny-random": ("huginn-tiny", 0),
           "parcae-tiny-random": ("parcae-tiny", 0)}
 BUILTIN = (*TRAINED, *RANDOM)
@@ -34,7 +34,7 @@ def load(source, revision=None, dtype=None) -> LoopModel:
     """A LoopModel from a local HF dir (single or sharded safetensors, or a PyTorch `pytorch_model.bin` read by
     the restricted reader loopjax.io.torch_pickle), a hub id (+ revision), an orbax dir written by
     `loopjax convert`, or a built-in: `builtin:ouro-tiny`, `builtin:huginn-tiny`, `builtin:huginn-tiny-noinject`,
-    `builtin:parcae-tiny` (trained, shipped), `builtin:ouro-tiny-random`, `builtin:huginn-tiny-random`,
+    `builtin:parcae-tiny`, `builtin:huginn-tiny-inject-once` (trained, shipped), `builtin:ouro-tiny-random`, `builtin:huginn-tiny-random`,
     `builtin:parcae-tiny-random`.
 
     dtype=None keeps the stored weight dtype (bf16 stays bf16); arithmetic follows loopjax.engine.dtypes.

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
 from loopjax.train import forward
 from loopjax.train.injection_ablation import DEFAULT_VARIANTS, EvalSettings, check_variants
-from loopjax.train.trainer import OURO_LOSSES, TrainConfig
+from loopjax.train.trainer import ADAPTER_INITS, OURO_LOSSES, TrainConfig
+
+CHOICES = {"ouro_loss": OURO_LOSSES, "adapter_init": ADAPTER_INITS}
 
 _DEFAULTS = TrainConfig()
 
@@ -29,6 +30,7 @@ FIELDS = (
     ("--prelude-layers", "prelude_layers", int, "Huginn prelude layers"),
     ("--coda-layers", "coda_layers", int, "Huginn coda layers"),
     ("--backprop-depth", "backprop_depth", int, "Huginn: last loops that get gradients (truncated backprop)"),
+    ("--adapter-init", "adapter_init", str, "Huginn adapter init: reference (default) or identity (z half = I)"),
     ("--ouro-loss", "ouro_loss", str, "Ouro training loss: every-loop (mean CE over the loops' logits) or last"),
     ("--corpus", "corpus", str, "UTF-8 text file (paragraphs = documents); default: the built-in pydoc corpus"),
     ("--heldout-frac", "heldout_frac", float, "fraction of the text held out (split at a document boundary)"),
@@ -66,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="injection-ablation: horizon cap of the final regime verdicts (default %(default)s)")
     for flag, field, typ, text in FIELDS:
         default = getattr(_DEFAULTS, field)
-        extra = {"choices": OURO_LOSSES} if field == "ouro_loss" else {}
+        extra = {"choices": CHOICES[field]} if field in CHOICES else {}
         parser.add_argument(flag, type=typ, default=default, help=f"{text} (default {default})", **extra)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
@@ -75,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args) -> TrainConfig:
-    return TrainConfig(**{field: getattr(args, field) for _, field, _, _ in FIELDS}, arch=args.arch)
+def config_from_args(args, arch: str | None = None) -> TrainConfig:
+    return TrainConfig(**{field: getattr(args, field) for _, field, _, _ in FIELDS}, arch=arch or args.arch)
 
 
 def _printer(quiet: bool, every: int, prefix: str = ""):
@@ -119,9 +121,10 @@ def run(args, stop_requested=None, draw=None) -> int:
     from loopjax.train.injection_ablation import ablation
     from loopjax.train.trainer import train
 
-    cfg = config_from_args(args)
+    is_ablation = args.ablation or args.preset == "injection-ablation"
+    cfg = config_from_args(args, arch="huginn" if is_ablation else None)
     every = max(1, min(100, cfg.steps // 20 or 1))
-    if args.ablation or args.preset == "injection-ablation":
+    if is_ablation:
         seeds = parse_seeds(args.seeds)
         printers = {}
 
@@ -132,7 +135,7 @@ def run(args, stop_requested=None, draw=None) -> int:
 
         cb = None if args.quiet else show
         result = ablation(args.out, variants=parse_variants(args.variants), seeds=seeds,
-                          base=dataclasses.replace(cfg, arch="huginn"), settings=EvalSettings(args.regime_steps),
+                          base=cfg, settings=EvalSettings(args.regime_steps),
                           resume=args.resume, overwrite=args.overwrite, progress=cb, stop_requested=stop_requested,
                           draw=draw)
     else:

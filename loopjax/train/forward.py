@@ -59,6 +59,11 @@ def is_recurrent(arch: str) -> bool:
     return is_huginn(arch) or arch == "parcae"
 
 
+def has_adapter(arch: str) -> bool:
+    """Whether the loop starts with Huginn's linear adapter on cat(z, e) (linear, inject-once, none)."""
+    return HUGINN_INJECTIONS.get(check_arch(arch)) in ("linear", "inject-once", "none")
+
+
 def injects(arch: str) -> bool:
     """Whether the loop map reads the input injection (False for huginn-noinject and huginn-inject-once)."""
     return HUGINN_INJECTIONS.get(check_arch(arch), "linear") not in ("none", "inject-once")

@@ -172,13 +172,22 @@ def answer(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def variant_config(base: TrainConfig, variant: str, seed: int) -> TrainConfig:
+    """The recipe of one (variant, seed): `base` with its arch and seed. adapter_init applies to the variants
+    with Huginn's adapter (linear, inject-once, none); add, gate and diagonal have none (their z path starts
+    at the identity, resp. Parcae's decay), so for them it stays "reference"."""
+    arch = VARIANTS[variant]
+    init = base.adapter_init if forward.has_adapter(arch) else "reference"
+    return dataclasses.replace(base, arch=arch, seed=seed, adapter_init=init)
+
+
 def train_all(out_dir: Path, variants, seeds, base: TrainConfig, *, resume, overwrite, progress, stop_requested):
     """Train every (variant, seed) under out_dir/<variant>/seed_<s>/; returns ({variant: {seed: run}}, None) or
     (None, the interrupted summary)."""
     runs: dict[str, dict[int, tuple[Path, dict]]] = {v: {} for v in variants}
     for seed in seeds:
         for v in variants:
-            cfg = dataclasses.replace(base, arch=VARIANTS[v], seed=seed)
+            cfg = variant_config(base, v, seed)
             run_dir = out_dir / v / f"seed_{seed}"
             cb = None if progress is None else (lambda step, rec, a=v, s=seed: progress(a, s, step, rec))
             summary = train(cfg, run_dir, resume=resume, overwrite=overwrite, progress=cb,
@@ -227,7 +236,7 @@ def ablation(out_dir, *, variants=DEFAULT_VARIANTS, seeds=(0,), base: TrainConfi
     settings = settings or EvalSettings()
     for v in variants:  # every recipe checked before the first run writes anything
         for seed in seeds:
-            dataclasses.replace(base, arch=VARIANTS[v], seed=seed)
+            variant_config(base, v, seed)
     runs, interrupted = train_all(out_dir, variants, seeds, base, resume=resume, overwrite=overwrite,
                                   progress=progress, stop_requested=stop_requested)
     if interrupted is not None:
@@ -237,7 +246,7 @@ def ablation(out_dir, *, variants=DEFAULT_VARIANTS, seeds=(0,), base: TrainConfi
                            "compare": compare.__doc__.split("?", 1)[1].strip()},
               "variants": {}}
     for v in variants:
-        per_seed = {s: run_record(d, summ, dataclasses.replace(base, arch=VARIANTS[v], seed=s), settings)
+        per_seed = {s: run_record(d, summ, variant_config(base, v, s), settings)
                     for s, (d, summ) in runs[v].items()}
         result["variants"][v] = {"arch": VARIANTS[v], "num_params": per_seed[seeds[0]]["num_params"],
                                  "per_seed": {str(s): r for s, r in per_seed.items()},

@@ -73,6 +73,7 @@ CHECKPOINTS = "checkpoints"
 TRAIN_STATE = "train_state"
 FORMAT_VERSION = 1
 OURO_LOSSES = ("every-loop", "last")
+ADAPTER_INITS = ("reference", "identity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,9 @@ class TrainConfig:
     prelude_layers: int = 1              # Huginn / Parcae only
     coda_layers: int = 1                 # Huginn / Parcae only
     backprop_depth: int = 4              # Huginn / Parcae: loops with gradient (truncated backprop)
+    adapter_init: str = "reference"      # Huginn adapter (2H -> H): "reference" (N(0, std^2)) or "identity"
+                                         # (its z half starts at I, its e half as the reference: the loop
+                                         # starts near the identity and carries its start state)
     ouro_loss: str = "every-loop"        # Ouro: "every-loop" (mean CE of every loop's logits) or "last"
     max_loops_factor: float = 3.0        # Huginn / Parcae: sampled loop count capped at this times the mean
     # data
@@ -130,6 +134,10 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or (
                     v <= 0 if lo is None else v < lo):
                 bad.append(f"{name}={v!r} (expected a finite number {'> 0' if lo is None else f'>= {lo}'})")
+        if self.adapter_init not in ADAPTER_INITS:
+            bad.append(f"adapter_init={self.adapter_init!r} (choose {' or '.join(ADAPTER_INITS)})")
+        elif self.adapter_init == "identity" and not forward.has_adapter(self.arch):
+            bad.append(f"adapter_init='identity' needs an arch with the (2H -> H) adapter, not {self.arch!r}")
         if self.ouro_loss not in OURO_LOSSES:
             bad.append(f"ouro_loss={self.ouro_loss!r} (choose {' or '.join(OURO_LOSSES)})")
         if bad:
@@ -402,12 +410,24 @@ def _build_run(cfg: TrainConfig, out_dir: Path, resume: bool) -> Run:
                                  heads=cfg.heads, kv_heads=cfg.n_kv_heads, intermediate=cfg.intermediate,
                                  loops=cfg.n_loops, prelude_layers=cfg.prelude_layers,
                                  coda_layers=cfg.coda_layers)
-    model = loopjax.random_model(config, jax.random.key(cfg.seed))
+    model = initial_model(cfg, config)
     _, schedule = make_optimizer(cfg)
     run = Run(cfg, out_dir, cfg.to_json(), tok_path, train_tokens, windows, prompt_ids, config, model, schedule,
               build_steps(cfg, config), data.unigram_cross_entropy(train_tokens, windows[:, 1:], vocab))
     run.settings = run_settings(run, corpus, tok)
     return run, tok
+
+
+def initial_model(cfg: TrainConfig, config) -> loopjax.LoopModel:
+    """The model training starts from: the architecture's reference init from key(seed), then, with
+    adapter_init="identity", the adapter kernel's z rows (the first H of its 2H inputs) set to the identity."""
+    model = loopjax.random_model(config, jax.random.key(cfg.seed))
+    if cfg.adapter_init == "reference":
+        return model
+    kernel = model.params["adapter"]["kernel"]
+    hidden = kernel.shape[1]
+    kernel = kernel.at[:hidden].set(jnp.eye(hidden, dtype=kernel.dtype))
+    return model.replace(params={**model.params, "adapter": {**model.params["adapter"], "kernel": kernel}})
 
 
 def objective_text(cfg: TrainConfig) -> str:

@@ -26,8 +26,11 @@ from loopjax.io.prompts import BUILTIN_PROMPTS, Prompt, get_prompts, prompt_set_
 
 DEFAULT_MODEL = "builtin:ouro-tiny"
 # `loopjax report` without --model: the trained built-ins that learned their task, and the analyses each gets
-# (None: all). builtin:huginn-tiny-noinject is not among them: it never reads its prompt (docs/ablation.md).
-BUILTIN_REPORT = {"builtin:ouro-tiny": None, "builtin:huginn-tiny": None, "builtin:parcae-tiny": None}
+# (None: all). builtin:huginn-tiny-inject-once is the no-injection control that still reads its prompt (its
+# loop never sees e; z_0 = e): its regime verdicts stand next to huginn-tiny's. builtin:huginn-tiny-noinject
+# is not among them: it never reads its prompt (docs/ablation.md).
+BUILTIN_REPORT = {"builtin:ouro-tiny": None, "builtin:huginn-tiny": None, "builtin:parcae-tiny": None,
+                  "builtin:huginn-tiny-inject-once": ("regime",)}
 BUILTIN_MODELS = tuple(BUILTIN_REPORT)
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
