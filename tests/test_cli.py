@@ -195,7 +195,7 @@ def test_report_both_builtins(tmp_path, prompts4, capsys):
     assert (out / "index.md").is_file() and (out / "index.html").is_file()
     top = (out / "index.md").read_text()
     assert "huginn-tiny-noinject" not in top and "regime verdicts" in top   # it never reads its prompt
-    assert "huginn-tiny-inject-once" in top     # the control: its regime verdicts only
+    assert "huginn-tiny-inject-once (control" in top     # the control: its regime verdicts only
     assert (out / "huginn-tiny-inject-once" / "regime" / "results.json").is_file()
     assert not (out / "huginn-tiny-inject-once" / "spectrum").exists()
     for name in ("ouro-tiny", "huginn-tiny", "parcae-tiny"):  # the trained built-ins with every analysis

@@ -394,7 +394,12 @@ def test_ctrl_c_early_in_a_cli_run_exits_130_without_traceback(tmp_path):
         if p.returncode == 0:
             continue   # finished before the signal: nothing to check
         assert p.returncode == 130, err   # before: SIGSEGV at 0.3 s, the run finishing (exit 0) at 1.5 s
-        assert err.strip() == "loopjax: interrupted; nothing was written", err
+        # A signal before the CLI's handler is installed gives the one closing line; one after it first
+        # announces the stop (which one depends on the machine's speed: CI saw both). Nothing else, no traceback.
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        assert lines[-1] == "loopjax: interrupted; nothing was written", err
+        assert all(ln.startswith("loopjax: stopping at the next safe point") for ln in lines[:-1]), err
+        assert len(lines) <= 2, err
         assert not out.exists()
 
 

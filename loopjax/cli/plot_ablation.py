@@ -11,7 +11,8 @@ KINDS = ("fixed_point", "periodic", "quasi_periodic", "chaotic", "undetermined",
 
 
 def plot_lambda1_vs_step(result: dict, path) -> Path:
-    """Mean λ1 over the prompts vs training step, one line per variant, band ± its se over the seeds."""
+    """Mean λ1 over the prompts vs training step, one line per variant, band ± its se over the seeds,
+    and a thin line per seed."""
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(7.2, 4.4))
         band_of = ""
@@ -22,12 +23,14 @@ def plot_lambda1_vs_step(result: dict, path) -> Path:
             label = f"{v} (degenerate)" if v in result["settings"]["degenerate"] else v
             ax.plot(steps, mean, marker="o", ms=3, color=color, label=label, ls="--" if "degenerate" in label else "-")
             ax.fill_between(steps, mean - band, mean + band, color=color, alpha=0.2, linewidth=0)
+            for run in s["per_seed"].values():   # every seed thin: a mean over seeds can hide a collapsed one
+                ax.plot(run["curve"]["steps"], run["curve"]["mean"], color=color, lw=0.7, alpha=0.6)
             band_of = c["band_of"]
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"λ1 (mean over prompts, T = {result['settings']['base_recipe']['lambda1_steps']})")
         n = len(result["settings"]["seeds"])
-        ax.set_title(f"λ1 of the loop map during training, {n} seed{'s' * (n > 1)} (band: ± {band_of})")
+        ax.set_title(f"λ1 of the loop map during training, {n} seed{'s' * (n > 1)} (band: ± {band_of}; thin: each seed)")
         ax.legend(fontsize=9, ncol=2)
         return save_figure(fig, path)
 

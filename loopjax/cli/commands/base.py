@@ -32,6 +32,8 @@ DEFAULT_MODEL = "builtin:ouro-tiny"
 BUILTIN_REPORT = {"builtin:ouro-tiny": None, "builtin:huginn-tiny": None, "builtin:parcae-tiny": None,
                   "builtin:huginn-tiny-inject-once": ("regime",)}
 BUILTIN_MODELS = tuple(BUILTIN_REPORT)
+# how the top index labels a built-in beside its name
+BUILTIN_ROLES = {"builtin:huginn-tiny-inject-once": "control: no injection in the loop, z_0 = e (docs/ablation.md)"}
 # The paper's settings, used when an option is not given.
 PAPER = {"spectrum": {"k": 50, "steps": 64}, "attribution": {"k": 1, "steps": 32}, "sweep": {"steps": 32},
          "similarity": {"loops": 8}, "tokens": {"k": 1, "steps": 64}, "trajectory": {"steps": 64}}

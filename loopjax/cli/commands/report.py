@@ -14,7 +14,7 @@ from loopjax.cli.analyses import (ANALYSES, ATTRIBUTION, COMPLETE, DYNAMICS, REG
                                   TRAJECTORY)
 from loopjax.cli.commands import ablate
 from loopjax.cli.commands.attribute import AttributionSettings, add_plain
-from loopjax.cli.commands.base import (BUILTIN_MODELS, BUILTIN_REPORT, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
+from loopjax.cli.commands.base import (BUILTIN_MODELS, BUILTIN_REPORT, BUILTIN_ROLES, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
                                        check_k, or_default, read_prompts, run_analysis, say, setup)
 from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
 from loopjax.cli.commands.dynamics import DynamicsSettings
@@ -134,7 +134,8 @@ def run(args, ctx: Context) -> int:
     for src, out in zip(BUILTIN_MODELS, outs):
         results = {a: read_json(out / a / "results.json") for a in (*ANALYSES, "regime", "complete", "dynamics", "sweep")
                    if (out / a / "results.json").is_file()}
-        done.append((model_name(src), out, results))
+        role = BUILTIN_ROLES.get(src)
+        done.append((model_name(src) + (f" ({role})" if role else ""), out, results))
     report.write_top_index(root, done, model_panels(root, done))
     say(args.quiet, f"wrote {root / 'index.md'} and {root / 'index.html'}")
     return 0
