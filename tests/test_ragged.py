@@ -112,3 +112,39 @@ def test_ragged_spectrum_paper_settings_x64(models):
             assert batched[i].exponents.dtype == jnp.float64
             np.testing.assert_allclose(batched[i].exponents, single.exponents, atol=1e-8)
             np.testing.assert_allclose(batched[i].state_norms, single.state_norms, rtol=1e-8)
+
+
+# ---- padded single-prompt paths: token spectra, orbit, convergence (one program per bucket) --------------
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
+def test_padded_token_spectrum_equals_unpadded(models, name):
+    """token_spectrum(pad_multiple=8): state padded to 16 for a 9-token prompt, positions in chunks of 8 (the
+    last one filled with repeats and cut): the same per-position numbers as the unpadded run."""
+    model, key = models[name], jax.random.key(3)
+    ids = _prompts(model, [4])[0]  # 9 tokens: padded to 16, chunks 0-7 and 8 (+7 fillers)
+    assert ids.shape[0] == 9
+    a = loopjax.token_spectrum(model, ids, k=2, steps=8, key=key, pad_multiple=8)
+    b = loopjax.token_spectrum(model, ids, k=2, steps=8, key=key)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert a.exponents.shape == b.exponents.shape == (9, 2)
+    assert a.result.final_state.shape == b.result.final_state.shape
+    assert a.result.final_probes.shape == b.result.final_probes.shape
+    np.testing.assert_allclose(a.exponents, b.exponents, atol=ATOL)
+    np.testing.assert_allclose(a.log_growth, b.log_growth, atol=ATOL_STEP)
+    np.testing.assert_allclose(a.state_norms, b.state_norms, rtol=ATOL)
+    assert np.ptp(np.asarray(b.lambda1)) > 1e-3   # positions differ: not a comparison of equal numbers
+
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
+def test_padded_orbit_and_convergence_equal_unpadded(models, name):
+    model, key = models[name], jax.random.key(4)
+    ids = _prompts(model, [3])[0]  # 6 tokens, padded to 8
+    a = loopjax.orbit(model, ids, steps=16, key=key, pad_multiple=8)
+    b = loopjax.orbit(model, ids, steps=16, key=key)
+    assert a.kind == b.kind
+    np.testing.assert_allclose(a.return_distances, b.return_distances, rtol=ATOL, atol=1e-7)
+    ca = loopjax.convergence(model, ids, steps=16, key=key, pad_multiple=8)
+    cb = loopjax.convergence(model, ids, steps=16, key=key)
+    for field in ("step_norm", "state_norm"):
+        assert ca[field].shape == cb[field].shape
+        np.testing.assert_allclose(ca[field], cb[field], rtol=ATOL)

@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.analysis.frontends import split_key
+from loopjax.analysis.frontends import padded_loop_map, split_key
 from loopjax.engine.dtypes import compute_dtype
 from loopjax.engine.lyapunov import LyapunovResult, random_probes, benettin
-from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map
+from loopjax.models.loop_model import LoopModel, check_ids, default_key, init_state, loop_map
 
 __all__ = ["TokenSpectrum", "token_spectrum", "position_probes", "pad_probes_for_mesh", "spectrum_probes_for_mesh",
            "first_probes"]
@@ -110,7 +110,7 @@ def _check_positions(positions, L: int) -> np.ndarray:
 
 
 def token_spectrum(model: LoopModel, tokens, *, k: int, steps: int, positions=None, key=None,
-                   position_chunk: int | None = None, **engine) -> TokenSpectrum:
+                   position_chunk: int | None = None, pad_multiple: int | None = None, **engine) -> TokenSpectrum:
     """Top-k Lyapunov exponents of every position's diagonal block of the loop map's Jacobian (see the
     module docstring): the per-token decomposition of `loopjax.spectrum`, whose top exponents are the
     largest of the union over positions.
@@ -119,6 +119,12 @@ def token_spectrum(model: LoopModel, tokens, *, k: int, steps: int, positions=No
     end). k <= hidden size. Start state as every front-end (`split_key(key)[0]`); position p's probes from
     fold_in(split_key(key)[1], p). `engine` (warmup, renorm_every, probe_chunk, remat) passes through to
     `loopjax.benettin`. Raises FloatingPointError if a position's state or log growth becomes non-finite.
+
+    pad_multiple=N shares one compilation between prompts of nearby lengths: the state is right-padded to
+    the next multiple of N tokens (`padded_loop_map`: real rows are the prompt's loop, pad rows held at 0)
+    and the positions run N at a time (the last chunk filled up with repeats of its first position, whose
+    results are dropped). Every position's probes are the unpadded run's, so the numbers agree with it up
+    to float rounding.
     """
     ids = check_ids(model, tokens, ndim=(1,), what="tokens")
     L, H = int(ids.shape[0]), int(model.config.hidden_size)
@@ -134,20 +140,30 @@ def token_spectrum(model: LoopModel, tokens, *, k: int, steps: int, positions=No
         raise ValueError("token_spectrum does not take mesh= (the positions run vmapped on one device)")
     pos = _check_positions(positions, L)
     state_key, probe_key = split_key(default_key(key))
-    f, z0 = loop_map(model, ids, key=state_key)
-    dt = z0.dtype
+    if pad_multiple is None:
+        f, z0 = loop_map(model, ids, key=state_key)
+        chunk = pos.size if position_chunk is None else int(position_chunk)
+    else:
+        f, z0 = padded_loop_map(model, ids, init_state(model, ids, key=state_key), int(pad_multiple))
+        chunk = int(pad_multiple) if position_chunk is None else int(position_chunk)
+    Ls, dt = int(z0.shape[0]), z0.dtype   # Ls: the (padded) state's length
 
     def one(mask, q):
         return benettin(f, z0, k=k, steps=steps, probes=q, tangent_mask=mask, **engine)
 
     def run(ps):  # masks and probes built per chunk, so position_chunk also bounds their memory
-        masks = jnp.broadcast_to(jnp.asarray(np.arange(L)[None, :, None] == ps[:, None, None]).astype(dt),
-                                 (ps.size, L, H))
-        return jax.vmap(one)(masks, position_probes(probe_key, ps, L=L, H=H, k=k, dtype=dt))
+        n = ps.size
+        if pad_multiple is not None:   # every chunk the same size: one program per padded length
+            ps = np.concatenate([ps, np.full(chunk - n, ps[0])])
+        masks = jnp.broadcast_to(jnp.asarray(np.arange(Ls)[None, :, None] == ps[:, None, None]).astype(dt),
+                                 (ps.size, Ls, H))
+        r = jax.vmap(one)(masks, position_probes(probe_key, ps, L=Ls, H=H, k=k, dtype=dt))
+        return r if ps.size == n else jax.tree.map(lambda x: x[:n], r)
 
-    chunk = pos.size if position_chunk is None else int(position_chunk)
     parts = [run(pos[i:i + chunk]) for i in range(0, pos.size, chunk)]
     res = parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    if Ls != L:
+        res = res.replace(final_state=res.final_state[:, :L], final_probes=res.final_probes[:, :L * H])
     lg = np.asarray(res.log_growth)
     bad = ~np.isfinite(lg).all(axis=(1, 2)) | ~np.isfinite(np.asarray(res.final_state)).all(axis=(1, 2))
     if bad.any():

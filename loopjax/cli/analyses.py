@@ -53,7 +53,8 @@ def _spectrum(model, ids, key, o, unit, core=None):
         result = loopjax.spectrum(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
     else:
         result = _spectrum_in_segments(model, ids, key, o, unit)
-    out = {"result": result, "orbit": loopjax.orbit(model, ids, steps=o.orbit_steps, key=key)}
+    out = {"result": result, "orbit": loopjax.orbit(model, ids, steps=o.orbit_steps, key=key,
+                                                       pad_multiple=o.pad_multiple)}
     if o.probe_seeds:
         out["probe_seeds"] = loopjax.spectrum_probe_seeds(model, ids, k=o.k, steps=o.steps, key=key,
                                                           n_seeds=o.probe_seeds, **_engine(o))
@@ -190,7 +191,7 @@ SIMILARITY = Analysis("similarity", "similarity", _similarity, _arrays_record, d
 
 
 def _trajectory(model, ids, key, o, unit, core=None):
-    return loopjax.convergence(model, ids, steps=o.steps, key=key)
+    return loopjax.convergence(model, ids, steps=o.steps, key=key, pad_multiple=o.pad_multiple)
 
 
 def _trajectory_figures(folder, results, summary, title):
@@ -207,7 +208,8 @@ TRAJECTORY = Analysis("trajectory", "convergence", _trajectory, _arrays_record, 
 # ---- per-token spectra ---------------------------------------------------------------------------------
 
 def _tokens(model, ids, key, o, unit, core=None):
-    return positions.token_spectrum(model, ids, k=o.k, steps=o.steps, key=key, **_engine(o))
+    return positions.token_spectrum(model, ids, k=o.k, steps=o.steps, key=key, pad_multiple=o.pad_multiple,
+                                    **_engine(o))
 
 
 def _tokens_figures(folder, results, summary, title):

@@ -112,14 +112,16 @@ def estimate_memory(analysis: str, *, steps: int, tokens: int, hidden: int, k: i
                     n_sublayers: int = 1, params_bytes: int = 0, itemsize: int = 4,
                     checkpoint_every: int | None = None) -> MemoryEstimate:
     """Bytes one command needs at once, from its arguments. `tokens`: the longest prompt; with
-    `pad_multiple` the prompts of a bucket run together, padded (all `n_prompts` assumed in one bucket).
+    `pad_multiple` the prompts are padded, and for spectrum and attribution a bucket's prompts run together
+    (all `n_prompts` assumed in one bucket).
     Terms: the params; the per-step records the scan stores (steps x k x 3 arrays: log growth, running
     mean, the scan's own buffer; a `checkpoint_every` segment bounds the scan buffer, not the record) and
     their JSON copies; the d x k tangents (probes, their JVP images, QR: x4); the JVP activations of one
     layer for k probes (q/k/v/MLP and the L x L attention scores); similarity's stored sublayer states and
     its (loops*sublayers)^2 matrix; trajectory's per-step norms."""
     L = padded(tokens, pad_multiple)
-    batch = n_prompts if pad_multiple else 1
+    # spectrum and attribution run a bucket's prompts as one vmapped batch; the others pad prompt by prompt
+    batch = n_prompts if pad_multiple and analysis in ("spectrum", "attribution") else 1
     d = L * hidden
     inter = intermediate or 4 * hidden
     parts = {"params": params_bytes}

@@ -137,9 +137,9 @@ def add_engine_steps(g, what: str = "") -> None:
 def add_transient(p, probe_seeds: bool = False) -> None:
     g = p.add_argument_group("transient, estimator and batching")
     g.add_argument("--pad-multiple", type=whole_number, default=None, metavar="N",
-                   help="run prompts as padded batches, one compiled program per length bucket of N tokens "
-                        "(default: 8 on a GPU/TPU, prompt by prompt on CPU where it is not faster); the "
-                        "numbers equal one-by-one runs up to float rounding amplified by the dynamics")
+                   help="pad prompts to a multiple of N tokens, so that nearby lengths share one compiled "
+                        "program (spectrum, attribution: one padded batch per bucket; default 8); the numbers "
+                        "equal one-by-one runs up to float rounding amplified by the dynamics")
     g.add_argument("--no-batch", action="store_true", help="run the prompts one by one (one program per length)")
     add_engine_steps(g)
     if probe_seeds:

@@ -17,6 +17,7 @@ class SimilaritySettings:
 @dataclasses.dataclass(frozen=True)
 class TrajectorySettings:
     steps: int
+    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share one compilation
 
 
 def add_similarity_options(p) -> None:

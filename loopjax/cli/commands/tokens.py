@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 
 from loopjax.cli.analyses import TOKENS
-from loopjax.cli.commands.base import DEFAULT_MODEL, PAPER, Command, Transient, or_default, run_command
+from loopjax.cli.commands.base import (DEFAULT_MODEL, PAPER, Command, Transient, or_default, pad_multiple,
+                                       run_command)
 from loopjax.cli.parser import add_common, add_engine_steps
 from loopjax.cli.session import CLIError
 
@@ -13,12 +14,13 @@ from loopjax.cli.session import CLIError
 class TokensSettings(Transient):
     k: int
     steps: int
+    pad_multiple: int | None = None   # the state padded to a multiple of N tokens (one program per bucket)
 
     @classmethod
     def from_args(cls, args, *, k=None, steps=None) -> "TokensSettings":
         return cls(k=or_default(k if k is not None else args.k, PAPER["tokens"]["k"]),
                    steps=or_default(steps if steps is not None else args.steps, PAPER["tokens"]["steps"]),
-                   **dataclasses.asdict(Transient.from_args(args)))
+                   pad_multiple=pad_multiple(args), **dataclasses.asdict(Transient.from_args(args)))
 
 
 def add_options(p) -> None:
