@@ -426,3 +426,26 @@ def test_report_analyses_selects_the_sections(tmp_path, prompts4, capsys):
     rc, cap = run(["report", "--model", "builtin:huginn-tiny-random", "--analyses", "regime,sideways",
                    "--out", tmp_path / "bad"], capsys)
     assert rc != 0 and "--analyses" in cap.err and not (tmp_path / "bad").exists()
+
+
+def test_tokens_interrupt_then_resume(tmp_path, prompts4, capsys):
+    """Per-token records keep log_growth as (positions, steps, k): the saved-record check on --resume reads
+    the steps from axis 1 (it read axis 0 and refused every saved prompt whose length was not T)."""
+    def cmd(out, *extra):
+        return ["tokens", *RANDOM, "--prompts", prompts4, "--out", out, "--k", 2, "--steps", 6, "--quiet", *extra]
+
+    ref, part = tmp_path / "ref", tmp_path / "part"
+    assert run(cmd(ref), capsys)[0] == 0
+    rc, o = run(cmd(part), capsys, hooks=Hooks(after_unit=_interrupt))
+    assert rc == 130 and "--resume" in o.err
+    rc, o = run(cmd(part, "--resume"), capsys)
+    assert rc == 0, o.err
+    assert numbers(load(ref / "tokens" / "results.json")) == numbers(load(part / "tokens" / "results.json"))
+    # the check itself still catches an edited per-token exponent (on --resume the record's digest fails first)
+    from loopjax.cli.runstore import RunError, check_derived
+
+    rec = load(part / "tokens" / "prompts" / "000.json")["result"]
+    check_derived(rec, "000.json")
+    rec["exponents"][0][0] += 0.5
+    with pytest.raises(RunError, match="exponents is not what its stored log_growth gives"):
+        check_derived(rec, "000.json")

@@ -136,15 +136,38 @@ def test_padded_token_spectrum_equals_unpadded(models, name):
 
 
 @pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
-def test_padded_orbit_and_convergence_equal_unpadded(models, name):
+def test_padded_orbit_similarity_and_convergence_equal_unpadded(models, name):
     model, key = models[name], jax.random.key(4)
     ids = _prompts(model, [3])[0]  # 6 tokens, padded to 8
     a = loopjax.orbit(model, ids, steps=16, key=key, pad_multiple=8)
     b = loopjax.orbit(model, ids, steps=16, key=key)
     assert a.kind == b.kind
     np.testing.assert_allclose(a.return_distances, b.return_distances, rtol=ATOL, atol=1e-7)
+    sa = loopjax.similarity(model, ids, loops=3, key=key, pad_multiple=8)
+    sb = loopjax.similarity(model, ids, loops=3, key=key)
+    assert sa["names"] == sb["names"]
+    np.testing.assert_allclose(sa["matrix"], sb["matrix"], atol=ATOL)
+    np.testing.assert_allclose(sa["states_norm"], sb["states_norm"], rtol=ATOL)
     ca = loopjax.convergence(model, ids, steps=16, key=key, pad_multiple=8)
     cb = loopjax.convergence(model, ids, steps=16, key=key)
     for field in ("step_norm", "state_norm"):
         assert ca[field].shape == cb[field].shape
         np.testing.assert_allclose(ca[field], cb[field], rtol=ATOL)
+
+
+def test_padded_ablation_unit_equals_unpadded(models):
+    from loopjax.analysis.ablation import ablation_unit
+
+    model, key = models["huginn-tiny"], jax.random.key(6)
+    ids = _prompts(model, [4])[0]  # 9 tokens, padded to 16
+    a = ablation_unit(model, ids, 0.5, key=key, steps_lambda1=8, attr_steps=8, orbit_steps=16, k=2,
+                      spectrum_steps=8, pad_multiple=8)
+    b = ablation_unit(model, ids, 0.5, key=key, steps_lambda1=8, attr_steps=8, orbit_steps=16, k=2,
+                      spectrum_steps=8)
+    assert abs(a.lambda1 - b.lambda1) <= ATOL
+    np.testing.assert_allclose(a.attribution.exponents, b.attribution.exponents, atol=ATOL)
+    np.testing.assert_allclose(a.spectrum.exponents, b.spectrum.exponents, atol=ATOL)
+    assert a.orbit.kind == b.orbit.kind
+    np.testing.assert_allclose(a.orbit.return_distances, b.orbit.return_distances, rtol=ATOL, atol=1e-7)
+    c = ablation_unit(model, ids, 0.0, key=key, steps_lambda1=8, attr_steps=8, orbit_steps=16, pad_multiple=8)
+    assert abs(c.lambda1 - a.lambda1) > 1e-3   # alpha matters: not a comparison of equal numbers

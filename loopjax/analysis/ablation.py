@@ -164,16 +164,25 @@ def check_alphas(alphas) -> list[float]:
 
 def ablation_unit(model: LoopModel, ids, alpha, *, key, steps_lambda1: int = 32, attr_steps: int = 32,
                   k: int | None = None, spectrum_steps: int = 64, orbit_steps: int = 64, mode: str | None = None,
-                  **engine) -> AblationUnit:
+                  pad_multiple: int | None = None, **engine) -> AblationUnit:
     """λ1, k=1 attribution, orbit type (and the top-k spectrum if k) of `scale_injection(model, alpha, mode)`
     on one prompt `ids` (L,) with the prompt key `key`. `engine` (warmup, renorm_every, remat, ...) goes to
-    the Lyapunov front-ends."""
+    the Lyapunov front-ends. pad_multiple=N runs the prompt right-padded to a multiple of N tokens (as a
+    one-prompt list: the same key, pad rows held at 0), so prompts of nearby lengths share compilations;
+    not with mode="mean", whose mean over positions must not see the pads."""
     m = scale_injection(model, float(alpha), mode=mode)
-    lam = lambda1(m, ids, steps=steps_lambda1, key=key, **engine)
-    attr = attribution(m, ids, k=1, steps=attr_steps, key=key, **engine)
-    spec = spectrum(m, ids, k=k, steps=spectrum_steps, key=key, **engine) if k else None
+    pad = pad_multiple if mode is None else None
+    if pad:
+        one = dict(key=[key], pad_multiple=pad, **engine)
+        lam = lambda1(m, [ids], steps=steps_lambda1, **one)[0]
+        attr = attribution(m, [ids], k=1, steps=attr_steps, **one)[0]
+        spec = spectrum(m, [ids], k=k, steps=spectrum_steps, **one)[0] if k else None
+    else:
+        lam = lambda1(m, ids, steps=steps_lambda1, key=key, **engine)
+        attr = attribution(m, ids, k=1, steps=attr_steps, key=key, **engine)
+        spec = spectrum(m, ids, k=k, steps=spectrum_steps, key=key, **engine) if k else None
     return AblationUnit(alpha=float(alpha), lambda1=float(lam), attribution=attr,
-                        orbit=orbit(m, ids, steps=orbit_steps, key=key), spectrum=spec)
+                        orbit=orbit(m, ids, steps=orbit_steps, key=key, pad_multiple=pad), spectrum=spec)
 
 
 def _take(tree, i):

@@ -195,13 +195,20 @@ def _sublayer_states(maps, z0, loops: int):
     return jax.lax.scan(one_loop, z0, None, length=loops)[1]
 
 
-def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None):
+def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None, pad_multiple: int | None = None):
     """Cosine similarity between the residual-stream states after every sublayer, across `loops` loops.
 
     Returns {"names": ["loop0/layers.0", ...], "matrix": (n, n), "states_norm": (n,)} with
-    n = loops * n_sublayers, states flattened over the whole prompt."""
+    n = loops * n_sublayers, states flattened over the whole prompt. pad_multiple=N runs the sublayers of
+    the prompt right-padded to a multiple of N tokens with the pad rows held at 0 (one compilation per
+    bucket; norms and inner products are the prompt's own up to float rounding)."""
     check_steps(loops, model)
-    names, maps, z0 = sublayer_maps(model, tokens, key=split_key(key)[0], init_state=init_state)
+    if pad_multiple is None:
+        names, maps, z0 = sublayer_maps(model, tokens, key=split_key(key)[0], init_state=init_state)
+    else:
+        ids = check_ids(model, tokens, ndim=(1,), what="tokens")
+        z0 = init_state_of(model, ids, key=split_key(key)[0]) if init_state is None else init_state
+        names, maps, z0 = padded_sublayer_maps(model, ids, z0, pad_multiple)
     states = _sublayer_states(maps, z0, loops).reshape(loops * len(names), -1)
     norms = jnp.linalg.norm(states, axis=-1)
     unit = states / norms[:, None]
@@ -303,6 +310,17 @@ def _real_rows_only(f, mask, z):
     return jnp.where(mask, f(z), jnp.zeros_like(z))
 
 
+def padded_sublayer_maps(model: LoopModel, ids, z0, pad_multiple: int = 8):
+    """(names, maps, z0_pad): `sublayer_maps` of `ids` right-padded with token 0 to padded_length(L,
+    pad_multiple), each map's pad rows set to 0 (as `padded_loop_map` does for the whole step)."""
+    L = ids.shape[0]
+    Lb = padded_length(L, pad_multiple)
+    z0_pad = jnp.pad(z0, ((0, Lb - L), (0, 0)))
+    names, maps, _ = sublayer_maps(model, jnp.pad(ids, (0, Lb - L)), init_state=z0_pad)
+    mask = jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], z0_pad.shape)
+    return names, [Partial(_real_rows_only, g, mask) for g in maps], z0_pad
+
+
 def padded_loop_map(model: LoopModel, ids, z0, pad_multiple: int = 8):
     """(f_pad, z0_pad): the loop map of `ids` right-padded with token 0 to padded_length(L, pad_multiple), with
     the pad rows of its output set to 0, and z0 zero-padded. The first L rows of f_pad(z) are exactly the
@@ -317,4 +335,4 @@ def padded_loop_map(model: LoopModel, ids, z0, pad_multiple: int = 8):
 
 
 __all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
-           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime", "padded_loop_map"]
+           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime", "padded_loop_map", "padded_sublayer_maps"]

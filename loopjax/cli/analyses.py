@@ -176,7 +176,7 @@ def _arrays_record(d: dict) -> dict:
 
 
 def _similarity(model, ids, key, o, unit, core=None):
-    return loopjax.similarity(model, ids, loops=o.loops, key=key)
+    return loopjax.similarity(model, ids, loops=o.loops, key=key, pad_multiple=o.pad_multiple)
 
 
 def _similarity_figures(folder, results, summary, title):

@@ -135,9 +135,10 @@ def digest(obj: Any) -> str:
 
 
 def check_derived(result: Any, where: str, rtol: float = 1e-4, atol: float = 1e-6) -> None:
-    """Every Lyapunov record inside `result` (a dict with `log_growth` (steps, ..., k) and `exponents`):
-    the exponents and the running averages must be what the stored log growth gives (its mean over the
-    steps, its cumulative means); RunError naming the record otherwise (a hand-edited or corrupt file)."""
+    """Every Lyapunov record inside `result` (a dict with `log_growth` (steps, ..., k) and `exponents`; a
+    per-token record, with `positions`, has (positions, steps, k)): the exponents and the running averages
+    must be what the stored log growth gives (its mean over the steps, its cumulative means); RunError
+    naming the record otherwise (a hand-edited or corrupt file)."""
     stack = [("result", result)]
     while stack:
         name, x = stack.pop()
@@ -151,8 +152,10 @@ def check_derived(result: Any, where: str, rtol: float = 1e-4, atol: float = 1e-
             continue
         try:
             lg = np.asarray(x["log_growth"], dtype=np.float64)
-            t = np.arange(1, lg.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (lg.ndim - 1))
-            want = {"exponents": lg.mean(axis=0), "running": np.cumsum(lg, axis=0) / t}
+            axis = 1 if "positions" in x else 0   # the steps axis
+            t = np.arange(1, lg.shape[axis] + 1, dtype=np.float64).reshape(
+                (1,) * axis + (-1,) + (1,) * (lg.ndim - 1 - axis))
+            want = {"exponents": lg.mean(axis=axis), "running": np.cumsum(lg, axis=axis) / t}
             for field, value in want.items():
                 if field in x and not np.allclose(np.asarray(x[field], np.float64), value, rtol=rtol, atol=atol,
                                                   equal_nan=True):

@@ -145,25 +145,29 @@ def _orbit_core(f, z0, floor, *, n_pre, window, max_period):
 
     (z, bad), _ = jax.lax.scan(advance, (z0, jnp.int32(-1)), jnp.arange(1, n_pre + 1, dtype=jnp.int32))
 
-    # buf[p-1] = z_{t-p} (p = 1..m), norms[p-1] = ||z_{t-p}||: the last m states before step t.
+    # The last m states before step t in a ring: z_{t-1} in slot `pos`, z_{t-p} in slot (pos - p + 1) mod m
+    # (written in place each step instead of shifting all m states, which cost more than the map itself).
     buf = jnp.broadcast_to(z, (m,) + z.shape)
     norms = jnp.broadcast_to(_norm(z), (m,))
     r_max = jnp.zeros((m,), dt)
     first = steps - window + 1  # first step of the window over which r_p is maximised
+    lags = jnp.arange(m)
 
     def tail(carry, t):
-        buf, norms, bad, r_max, _ = carry
-        z = f(buf[0]).astype(dt)
+        buf, norms, bad, r_max, _, pos = carry
+        z = f(buf[pos]).astype(dt)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)
-        diff = _norm((z[None] - buf).reshape(m, -1), axis=1)
-        r = _ratio(diff, jnp.maximum(norms, floor))
+        by_slot = _norm((z[None] - buf).reshape(m, -1), axis=1)
+        slot = (pos - lags) % m   # slot[p-1] holds z_{t-p}
+        r = _ratio(by_slot[slot], jnp.maximum(norms[slot], floor))
         r_max = jnp.where(t >= first, jnp.maximum(r_max, r), r_max)
-        buf = jnp.concatenate([z[None], buf[:-1]])
-        norms = jnp.concatenate([_norm(z)[None], norms[:-1]])
-        return (buf, norms, bad, r_max, r[0]), None
+        pos = (pos + 1) % m
+        buf = jax.lax.dynamic_update_index_in_dim(buf, z, pos, 0)
+        norms = norms.at[pos].set(_norm(z))
+        return (buf, norms, bad, r_max, r[0], pos), None
 
-    (_, _, bad, r_max, last), _ = jax.lax.scan(
-        tail, (buf, norms, bad, r_max, jnp.zeros((), dt)),
+    (_, _, bad, r_max, last, _), _ = jax.lax.scan(
+        tail, (buf, norms, bad, r_max, jnp.zeros((), dt), jnp.int32(0)),
         jnp.arange(n_pre + 1, steps + 1, dtype=jnp.int32))
     return r_max, last, bad
 

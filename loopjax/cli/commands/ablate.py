@@ -26,7 +26,7 @@ import loopjax
 from loopjax.analysis import ablation
 from loopjax.cli.budget import check_budget, check_int_range
 from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, loaded_fingerprint,
-                                       open_run, or_default, prompt_units, recorded_settings, say, setup)
+                                       open_run, or_default, pad_multiple, prompt_units, recorded_settings, say, setup)
 from loopjax.cli.parser import add_common, add_engine_steps, whole_number
 from loopjax.cli.runner import header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
@@ -62,6 +62,7 @@ class AblationSettings(Transient):
     k: int | None = None
     spectrum_steps: int | None = None
     orbit_steps: int = DEFAULTS["orbit_steps"]
+    pad_multiple: int | None = None   # prompts padded to a multiple of N tokens (not with --mode mean)
 
     @classmethod
     def from_args(cls, args) -> "AblationSettings":
@@ -70,7 +71,8 @@ class AblationSettings(Transient):
             "--orbit-steps", or_default(args.orbit_steps, DEFAULTS["orbit_steps"]), 16, error=CLIError))  # periods <= 8
         return cls(alphas=sorted(args.injection_scale), mode=args.mode, steps_lambda1=steps, attr_steps=steps,
                    k=args.k, spectrum_steps=or_default(args.spectrum_steps, DEFAULTS["spectrum_steps"]) if args.k
-                   else None, orbit_steps=orbit_steps, **dataclasses.asdict(Transient.from_args(args)))
+                   else None, orbit_steps=orbit_steps, pad_multiple=None if args.mode else pad_multiple(args),
+                   **dataclasses.asdict(Transient.from_args(args)))
 
     @classmethod
     def for_report(cls, args) -> "AblationSettings":
@@ -84,7 +86,8 @@ class AblationSettings(Transient):
         """The keyword arguments of `ablation_unit`."""
         return {"steps_lambda1": self.steps_lambda1, "attr_steps": self.attr_steps, "k": self.k,
                 "spectrum_steps": self.spectrum_steps or DEFAULTS["spectrum_steps"], "orbit_steps": self.orbit_steps,
-                "mode": self.mode, "warmup": self.warmup, "renorm_every": self.renorm_every}
+                "mode": self.mode, "pad_multiple": self.pad_multiple, "warmup": self.warmup,
+                "renorm_every": self.renorm_every}
 
 
 def add_options(p) -> None:

@@ -15,7 +15,7 @@ from loopjax.cli.analyses import (ANALYSES, ATTRIBUTION, COMPLETE, DYNAMICS, REG
 from loopjax.cli.commands import ablate
 from loopjax.cli.commands.attribute import AttributionSettings, add_plain
 from loopjax.cli.commands.base import (BUILTIN_MODELS, BUILTIN_REPORT, BUILTIN_ROLES, PAPER, PRESETS, REPORT_ATTR_K, Command, Common, Context,
-                                       check_k, or_default, read_prompts, run_analysis, say, setup)
+                                       check_k, or_default, pad_multiple, read_prompts, run_analysis, say, setup)
 from loopjax.cli.commands.similarity import SimilaritySettings, TrajectorySettings
 from loopjax.cli.commands.dynamics import DynamicsSettings
 from loopjax.cli.commands.regime import RegimeSettings
@@ -54,8 +54,8 @@ class ReportSettings:
         return cls(spectrum=SpectrumSettings.from_args(args, steps=spectrum_steps, perturbation=True),
                    attribution=AttributionSettings.from_args(args, k=args.attr_k,
                                                              steps=steps(args.attr_steps, "attribution")),
-                   similarity=SimilaritySettings(args.loops),
-                   trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory")),
+                   similarity=SimilaritySettings(args.loops, pad_multiple=pad_multiple(args)),
+                   trajectory=TrajectorySettings(steps(args.traj_steps, "trajectory"), pad_multiple=pad_multiple(args)),
                    tokens=TokensSettings.from_args(args, k=PAPER["tokens"]["k"], steps=spectrum_steps),
                    regime=RegimeSettings(max_steps=args.regime_steps, pad_multiple=or_default(
                        getattr(args, "pad_multiple", None), RegimeSettings.pad_multiple)),
@@ -180,7 +180,7 @@ def _child_env() -> dict:
 
 # A child whose CPU time has not moved for this long is stalled (jaxlib 0.10's CPU runtime was seen to wedge,
 # every thread parked on a futex): it is killed and restarted with --resume, which keeps its saved prompts.
-STALL_SECONDS = 180.0
+STALL_SECONDS = 60.0
 MAX_RESTARTS = 2
 
 

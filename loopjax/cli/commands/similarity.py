@@ -5,13 +5,14 @@ import argparse
 import dataclasses
 
 from loopjax.cli.analyses import SIMILARITY, TRAJECTORY
-from loopjax.cli.commands.base import DEFAULT_MODEL, PAPER, Command, or_default, run_command
+from loopjax.cli.commands.base import DEFAULT_MODEL, PAPER, Command, or_default, pad_multiple, run_command
 from loopjax.cli.parser import add_common, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
 class SimilaritySettings:
     loops: int
+    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share one compilation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,7 @@ def add_similarity_options(p) -> None:
 
 def run_similarity(args, ctx) -> int:
     return run_command(args, ctx, SIMILARITY,
-                       lambda a: SimilaritySettings(or_default(a.steps, PAPER["similarity"]["loops"])),
+                       lambda a: SimilaritySettings(or_default(a.steps, PAPER["similarity"]["loops"]), pad_multiple(a)),
                        lambda r: "loop-output cosine (consecutive) = "
                                  f"{[round(x, 4) for x in r['loop_output_consecutive']]}")
 
@@ -39,7 +40,7 @@ def add_trajectory_options(p) -> None:
 
 def run_trajectory(args, ctx) -> int:
     return run_command(args, ctx, TRAJECTORY,
-                       lambda a: TrajectorySettings(or_default(a.steps, PAPER["trajectory"]["steps"])),
+                       lambda a: TrajectorySettings(or_default(a.steps, PAPER["trajectory"]["steps"]), pad_multiple(a)),
                        lambda r: f"||z_(t+1) - z_t|| {r['step_norm_first_mean']:.3g} -> {r['step_norm_last_mean']:.3g}")
 
 
