@@ -408,6 +408,11 @@ def test_report_restarts_a_stalled_child_with_resume(tmp_path, monkeypatch, caps
                 report_cmd.Child("builtin:b", tmp_path / "b", worker, 1)]
     env = report_cmd._child_env()
     assert env["JAX_CPU_ENABLE_ASYNC_DISPATCH"] == "false" and "xla_cpu_multi_thread_eigen" in env["XLA_FLAGS"]
+    # every child its own compilation cache (jax writes entries unlocked): a folder per built-in, or none
+    monkeypatch.setenv("LOOPJAX_COMPILE_CACHE", str(tmp_path / "xla"))
+    assert report_cmd._child_env("ouro-tiny")["LOOPJAX_COMPILE_CACHE"] == str(tmp_path / "xla" / "ouro-tiny")
+    monkeypatch.setenv("LOOPJAX_COMPILE_CACHE", "0")
+    assert report_cmd._child_env("ouro-tiny")["LOOPJAX_COMPILE_CACHE"] == "0"
     for c in children:
         c.start(env)
     report_cmd._watch(types.SimpleNamespace(quiet=True), children, env)

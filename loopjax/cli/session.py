@@ -62,15 +62,23 @@ def check_source_exists(source: str) -> None:
         raise CLIError(f"model path {source!r} does not exist (and it is not a hub id ORG/NAME)")
 
 
+def compile_cache_dir(environ=None) -> str | None:
+    """The persistent XLA cache folder `enable_compile_cache` uses: ``LOOPJAX_COMPILE_CACHE``, else
+    ``$XDG_CACHE_HOME/loopjax/xla`` (``~/.cache/loopjax/xla``); None when it is ``0`` (disabled)."""
+    env = os.environ if environ is None else environ
+    where = env.get("LOOPJAX_COMPILE_CACHE", "")
+    if where == "0":
+        return None
+    return where or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "loopjax", "xla")
+
+
 def enable_compile_cache() -> None:
     """Persistent XLA compilation cache (every prompt length is a new compilation; a rerun or a resumed
     run then skips them). ``LOOPJAX_COMPILE_CACHE``: a folder, or ``0`` to disable; default
     ``~/.cache/loopjax/xla``. A cache the user configured in jax already is left alone."""
-    where = os.environ.get("LOOPJAX_COMPILE_CACHE", "")
-    if where == "0" or jax.config.jax_compilation_cache_dir:
+    where = compile_cache_dir()
+    if where is None or jax.config.jax_compilation_cache_dir:
         return
-    where = where or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                  "loopjax", "xla")
     try:
         os.makedirs(where, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", where)

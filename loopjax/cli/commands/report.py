@@ -25,7 +25,7 @@ from loopjax.cli.commands.tokens import TokensSettings
 from loopjax.cli.parser import add_common, add_transient
 from loopjax.cli.runner import progress
 from loopjax.cli.runstore import read_json
-from loopjax.cli.session import CLIError, model_name
+from loopjax.cli.session import CLIError, compile_cache_dir, model_name
 from loopjax.io.prompts import SWEEP_PROMPTS
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -165,8 +165,11 @@ def _builtin_analyses(args, src: str):
     return parse_analyses(args.analyses) if args.analyses else BUILTIN_REPORT[src]
 
 
-def _child_env() -> dict:
-    """The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
+def _child_env(name: str | None = None) -> dict:
+    """The environment of the child for built-in `name`. Each child gets its own persistent compilation
+    cache, ``<cache>/<name>``: jax writes a cache entry without a lock or a rename unless eviction is on,
+    and the children compile some identical small programs, so one child could read another's half-written
+    entry (a crash inside the cache reader was seen with a shared folder). The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
     gain nothing from intra-op threads, and two multi-threaded processes on two cores can be many times
     slower. The flags change the last bits of the numbers, so they are part of the recorded settings
     (``xla_flags``) that ``--resume`` checks. CPU dispatch is synchronous (JAX_CPU_ENABLE_ASYNC_DISPATCH=false):
@@ -175,6 +178,9 @@ def _child_env() -> dict:
     if "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", ""):
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA).strip()
     env.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+    cache = compile_cache_dir(env)
+    if name is not None and cache is not None:
+        env["LOOPJAX_COMPILE_CACHE"] = os.path.join(cache, name)
     return env
 
 
@@ -190,13 +196,17 @@ class Child:
     out: Path
     cmd: list
     total: int
+    env: dict | None = None
     proc: subprocess.Popen | None = None
     err: object = None
     restarts: int = 0
     cpu: float = -1.0
     cpu_seen: float = 0.0
 
-    def start(self, env, resume: bool = False) -> None:
+    def start(self, env=None, resume: bool = False) -> None:
+        """Start (or, with resume, restart) the child; `env` is kept for restarts."""
+        self.env = env if env is not None else self.env
+        env = self.env
         self.err = tempfile.TemporaryFile(mode="w+")
         cmd = self.cmd + (["--resume"] if resume and "--resume" not in self.cmd else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, stdin=subprocess.DEVNULL,
@@ -226,16 +236,16 @@ def _report_parallel(args, root: Path) -> list[Path]:
     prompt files, restarts a stalled child (``STALL_SECONDS``) with --resume, and reports the first error line
     of a failed child."""
     n_prompts = len(read_prompts(Common.from_args(args)))
-    env, children, t0 = _child_env(), [], time.perf_counter()
+    children, t0 = [], time.perf_counter()
     for src in BUILTIN_MODELS:
         out, only = root / model_name(src), _builtin_analyses(args, src)
         cmd = [sys.executable, "-m", "loopjax.cli", *args._argv, "--model", src, "--out", str(out), "--quiet"]
         if only is not None and not args.analyses:
             cmd += ["--analyses", ",".join(only)]
         children.append(Child(src, out, cmd, _expected_files(args, n_prompts, only)))
-        children[-1].start(env)
+        children[-1].start(_child_env(model_name(src)))
     say(args.quiet, f"report: {len(children)} models in parallel ({n_prompts} prompts each) -> {root}")
-    _watch(args, children, env)
+    _watch(args, children)
     failed = []
     for c in children:
         c.err.seek(0)
@@ -261,7 +271,7 @@ def _expected_files(args, n_prompts: int, only) -> int:
     return n_prompts * (len(per_prompt) + len(sweep_list(args))) + extra
 
 
-def _watch(args, children: list[Child], env) -> None:
+def _watch(args, children: list[Child], env=None) -> None:
     """One progress bar per child, counting its saved prompt files, until every child has exited; a stalled
     child is killed and restarted with --resume (at most MAX_RESTARTS times)."""
     bars = [progress(total=c.total, desc=model_name(c.src), unit="prompt", position=i, quiet=args.quiet)
@@ -278,7 +288,7 @@ def _watch(args, children: list[Child], env) -> None:
                     c.restarts += 1
                     print(f"loopjax: [{model_name(c.src)}] no progress for {STALL_SECONDS:.0f} s: restarted with "
                           f"--resume ({c.restarts}/{MAX_RESTARTS})", file=sys.stderr)
-                    c.start(env, resume=True)
+                    c.start(env, resume=True)   # env None: the child's own
             time.sleep(0.5)
     finally:
         for c in children:
