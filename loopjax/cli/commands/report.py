@@ -166,10 +166,11 @@ def _builtin_analyses(args, src: str):
 
 
 def _child_env(name: str | None = None) -> dict:
-    """The environment of the child for built-in `name`. Each child gets its own persistent compilation
-    cache, ``<cache>/<name>``: jax writes a cache entry without a lock or a rename unless eviction is on,
-    and the children compile some identical small programs, so one child could read another's half-written
-    entry (a crash inside the cache reader was seen with a shared folder). The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
+    """The environment of the child for built-in `name`. With a persistent compilation cache (only when
+    LOOPJAX_COMPILE_CACHE names one: see `compile_cache_dir`) each child gets its own, ``<cache>/<name>``:
+    jax writes a cache entry without a lock or a rename unless eviction is on, and the children compile
+    some identical small programs, so one child could read another's half-written entry (a crash inside the
+    cache reader was seen with a shared folder). The children run XLA single-threaded (``SINGLE_THREAD_XLA`` appended to ``XLA_FLAGS``): the tiny models
     gain nothing from intra-op threads, and two multi-threaded processes on two cores can be many times
     slower. The flags change the last bits of the numbers, so they are part of the recorded settings
     (``xla_flags``) that ``--resume`` checks. CPU dispatch is synchronous (JAX_CPU_ENABLE_ASYNC_DISPATCH=false):
@@ -185,7 +186,8 @@ def _child_env(name: str | None = None) -> dict:
 
 
 # A child whose CPU time has not moved for this long is stalled (jaxlib 0.10's CPU runtime was seen to wedge,
-# every thread parked on a futex): it is killed and restarted with --resume, which keeps its saved prompts.
+# waiting forever for a program's output; every case seen ran with a persistent compilation cache, now off by
+# default): it is killed and restarted with --resume, which keeps its saved prompts.
 STALL_SECONDS = 60.0
 MAX_RESTARTS = 2
 
