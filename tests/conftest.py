@@ -40,10 +40,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
-    """One persistent XLA cache for the whole test session, shared with the CLI's subprocess runs (the CLI
-    enables the cache named by LOOPJAX_COMPILE_CACHE); a user's own setting is restored afterwards."""
+    """No persistent XLA cache in the test session or the CLI's subprocess runs (LOOPJAX_COMPILE_CACHE=0;
+    a user's own setting is restored afterwards). The session used to share one: once an in-process CLI
+    test had enabled it, every later compilation of the pytest process was written to it, and with jaxlib
+    0.10 on CPU the process died with SIGSEGV inside jax's cache write (compilation_cache.
+    put_executable_and_time, seen in test_sublayers), which is also why `make test` runs two processes."""
     old = os.environ.get("LOOPJAX_COMPILE_CACHE")
-    os.environ["LOOPJAX_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("xla-cache"))
+    os.environ["LOOPJAX_COMPILE_CACHE"] = "0"
     yield
     if old is None:
         os.environ.pop("LOOPJAX_COMPILE_CACHE", None)

@@ -1,7 +1,7 @@
 """The `loopjax` command line end to end on tiny settings (real models, real engine).
 
 To keep compilations few, most runs use one prompt length (4 tokens under the simple tokenizer),
-k=4 and T=4, and share a session-wide persistent XLA cache with the subprocess runs.
+k=4 and T=4 (no persistent XLA cache: see conftest.compile_cache).
 """
 import json
 import os
