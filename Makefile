@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/loopjax report --out results
+	$(BIN)/loopjax report --out results --overwrite
 
 # Three processes: one long pytest process dies with SIGSEGV inside jaxlib's CPU compiler after ~530 tests
 # (twice at tests/test_sublayers.py, with and without a persistent cache); each group runs in a fresh one.

@@ -13,8 +13,9 @@ from loopjax import early_signals  # noqa: E402  (stdlib only: a Ctrl-C while ja
 early_signals.begin_import()
 
 # isort: split
-from loopjax.analysis.frontends import (attribution, convergence, lambda1, lambda1_finite, orbit, padded_length, prompt_key,
-                              regime, similarity, spectrum, spectrum_probe_seeds, split_key)
+from loopjax.analysis.frontends import (attribution, bucket_multiple, convergence, lambda1, lambda1_finite, orbit,
+                                       padded_length, prompt_key, regime, similarity, spectrum, spectrum_probe_seeds,
+                                       split_key)
 from loopjax.analysis.tokens import token_spectrum
 from loopjax.engine.dynamics import (kaplan_yorke_dimension, lambda1_perturbation, orbit_type, pesin_entropy,
                                      ruelle_bound)
@@ -42,7 +43,7 @@ __all__ = ["load", "convert", "save_hf", "to_hf_tensors", "source_dir", "random_
            "benettin_sublayers", "benettin_continue", "concatenate", "LyapunovResult", "prompt_key", "split_key",
            "spectrum", "attribution", "lambda1", "similarity", "convergence", "summarize", "orbit_type",
            "lambda1_perturbation", "kaplan_yorke_dimension", "pesin_entropy", "spectrum_probe_seeds", "orbit",
-           "lambda1_finite", "scale_injection", "padded_length", "validate_ids", "complete_spectrum",
+           "lambda1_finite", "scale_injection", "padded_length", "bucket_multiple", "validate_ids", "complete_spectrum",
            "complete_spectrum_of_map", "CompleteSpectrum",
            "covariant_vectors", "CovariantResult", "participation_ratio", "finite_time_exponents",
            "finite_time_statistics", "sublayer_growth", "clv", "clv_attribution", "localisation", "logit_lens",

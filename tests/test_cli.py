@@ -394,15 +394,25 @@ def test_tokens_command_and_devices(tmp_path, prompts4, capsys):
 
 
 def test_report_restarts_a_stalled_child_with_resume(tmp_path, monkeypatch, capsys):
-    """A child that uses no CPU for STALL_SECONDS (here: one that sleeps, standing in for a wedged jaxlib) is
-    killed and started again with --resume; one that keeps working is left alone."""
+    """A child that uses almost no CPU for STALL_SECONDS (here: one whose main thread sleeps while a helper
+    thread wakes every 0.1 s for a few milliseconds, as a wedged jaxlib process with tqdm's monitor and XLA's
+    alarm threads does: its CPU time still creeps up) is killed and started again with --resume; one that
+    keeps working is left alone."""
     import sys
     import types
 
     from loopjax.cli.commands import report as report_cmd
 
     monkeypatch.setattr(report_cmd, "STALL_SECONDS", 1.0)
-    sleeper = [sys.executable, "-c", "import sys, time; time.sleep(0 if '--resume' in sys.argv else 120)"]
+    monkeypatch.setattr(report_cmd, "STALL_CPU_SECONDS", 0.5)
+    sleeper = [sys.executable, "-c", "import sys, threading, time\n"
+               "def tick():\n"
+               "    while True:\n"
+               "        t = time.perf_counter()\n"
+               "        while time.perf_counter() - t < 0.005: pass\n"
+               "        time.sleep(0.1)\n"
+               "threading.Thread(target=tick, daemon=True).start()\n"
+               "time.sleep(0 if '--resume' in sys.argv else 120)"]
     worker = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"]
     children = [report_cmd.Child("builtin:a", tmp_path / "a", sleeper, 1),
                 report_cmd.Child("builtin:b", tmp_path / "b", worker, 1)]
@@ -418,6 +428,13 @@ def test_report_restarts_a_stalled_child_with_resume(tmp_path, monkeypatch, caps
     report_cmd._watch(types.SimpleNamespace(quiet=True), children, env)
     assert [c.restarts for c in children] == [1, 0] and [c.proc.returncode for c in children] == [0, 0]
     assert "no progress for 1 s: restarted with --resume (1/2)" in capsys.readouterr().err
+    assert not any(c.gave_up for c in children)
+    # one that stalls again after every restart is killed for good after MAX_RESTARTS: the watch ends
+    monkeypatch.setattr(report_cmd, "MAX_RESTARTS", 1)
+    stuck = report_cmd.Child("builtin:c", tmp_path / "c", [sys.executable, "-c", "import time; time.sleep(120)"], 1)
+    stuck.start(env)
+    report_cmd._watch(types.SimpleNamespace(quiet=True), [stuck], env)
+    assert stuck.gave_up and stuck.restarts == 1 and stuck.proc.returncode != 0
 
 
 def test_report_analyses_selects_the_sections(tmp_path, prompts4, capsys):

@@ -171,3 +171,86 @@ def test_padded_ablation_unit_equals_unpadded(models):
     np.testing.assert_allclose(a.orbit.return_distances, b.orbit.return_distances, rtol=ATOL, atol=1e-7)
     c = ablation_unit(model, ids, 0.0, key=key, steps_lambda1=8, attr_steps=8, orbit_steps=16, pad_multiple=8)
     assert abs(c.lambda1 - a.lambda1) > 1e-3   # alpha matters: not a comparison of equal numbers
+
+
+# ---- one program per bucket: starts and probes drawn on the padded shape equal the unpadded draws --------
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
+def test_padded_init_state_and_prefix_probes_equal_unpadded_draws(models, name):
+    """The padded draw's leading rows are the unpadded draw, bit for bit (jax's partitionable threefry; QR
+    of a zero-padded matrix), for several lengths from one compiled program each."""
+    from loopjax.engine.lyapunov import prefix_probes, random_probes
+    from loopjax.models.loop_model import padded_init_state
+
+    model = models[name]
+    H = model.config.hidden_size
+    ids = _prompts(model, [4])[0]  # 9 tokens
+    pad = jnp.pad(ids, (0, 7))
+    for n in (3, 9):
+        key = jax.random.fold_in(jax.random.key(8), n)
+        z = padded_init_state(model, pad, n, key)
+        assert z.shape == (16, H)
+        np.testing.assert_array_equal(z[:n], loopjax.init_state(model, ids[:n], key=key))
+        assert not np.any(np.asarray(z[n:]))
+        q = prefix_probes(key, n * H, d=16 * H, k=5, dtype=jnp.float32)
+        np.testing.assert_array_equal(q[:n * H], random_probes(key, d=n * H, k=5, dtype=jnp.float32))
+        assert not np.any(np.asarray(q[n * H:]))
+    if name == "huginn-tiny":   # a random start: the two lengths' draws differ (not equal by construction)
+        assert np.ptp(np.asarray(padded_init_state(model, pad, 9, key)[0])) > 0
+
+
+def test_bucket_multiple():
+    assert loopjax.bucket_multiple([8, 8, 21, 14, 22, 23]) == 24      # one bucket: 144 <= 2 * 96
+    assert loopjax.bucket_multiple([8, 8, 21, 14, 22, 23], max_overhead=1.4) == 8
+    assert loopjax.bucket_multiple([5, 5, 100]) == 8                  # 312 > 2 * 110: buckets of 8
+    assert loopjax.bucket_multiple([16], multiple=16) == 16
+    with pytest.raises(ValueError, match="positive"):
+        loopjax.bucket_multiple([])
+
+
+@pytest.mark.parametrize("name", ["ouro-tiny", "huginn-tiny"])
+def test_padded_dynamics_equal_unpadded(models, name):
+    """CLVs, the logit lens and the attention similarity of a prompt padded 9 -> 16 tokens: cut back to the
+    prompt, the same numbers as the unpadded run (tolerances as above)."""
+    from loopjax.analysis.readouts import attention_similarity, logit_lens
+
+    model, key = models[name], jax.random.key(7)
+    ids = _prompts(model, [4])[0]
+    a = loopjax.clv(model, ids, k=3, steps=8, warmup=8, key=key, pad_multiple=8)
+    b = loopjax.clv(model, ids, k=3, steps=8, warmup=8, key=key)
+    assert a.vectors.shape == b.vectors.shape and a.states.shape == b.states.shape
+    np.testing.assert_allclose(a.exponents, b.exponents, atol=ATOL)
+    np.testing.assert_allclose(a.gs_exponents, b.gs_exponents, atol=ATOL)
+    np.testing.assert_allclose(a.angles, b.angles, atol=ATOL_STEP)
+    np.testing.assert_allclose(np.abs(a.vectors), np.abs(b.vectors), atol=ATOL_STEP)
+    la, lb = logit_lens(model, ids, steps=4, key=key, pad_multiple=8), logit_lens(model, ids, steps=4, key=key)
+    assert la.logits.shape == lb.logits.shape
+    for field in ("entropy", "agreement", "kl_to_final"):
+        np.testing.assert_allclose(getattr(la, field), getattr(lb, field), atol=ATOL_STEP)
+    np.testing.assert_array_equal(la.top1, lb.top1)
+    sa = attention_similarity(model, ids, loops=3, key=key, pad_multiple=8)
+    sb = attention_similarity(model, ids, loops=3, key=key)
+    assert sa.probs.shape == sb.probs.shape
+    np.testing.assert_allclose(sa.matrix, sb.matrix, atol=ATOL)
+    np.testing.assert_allclose(sa.probs, sb.probs, atol=ATOL)
+    assert np.ptp(np.asarray(lb.entropy)) > 1e-3   # positions and loops differ: not equal by construction
+
+
+def test_ablation_units_batch_equals_unit_by_unit(models):
+    """One alpha's units of several prompts as padded batches (what `loopjax ablate` runs) equal the units
+    computed one prompt at a time, unpadded, with the same keys."""
+    from loopjax.analysis.ablation import ablation_unit, ablation_units
+
+    model = models["huginn-tiny"]
+    ids = _prompts(model, [0, 3, 4])   # 4, 6, 9 tokens: buckets 8 and 16
+    keys = [jax.random.fold_in(jax.random.key(6), i) for i in range(len(ids))]
+    opts = dict(steps_lambda1=8, attr_steps=8, orbit_steps=16)
+    batch = ablation_units(model, ids, 0.5, keys=keys, pad_multiple=8, **opts)
+    assert len(batch) == len(ids)
+    for x, key, a in zip(ids, keys, batch):
+        b = ablation_unit(model, x, 0.5, key=key, **opts)
+        assert a.alpha == b.alpha == 0.5
+        assert abs(a.lambda1 - b.lambda1) <= ATOL
+        np.testing.assert_allclose(a.attribution.exponents, b.attribution.exponents, atol=ATOL)
+        assert a.orbit.kind == b.orbit.kind
+    assert np.ptp([u.lambda1 for u in batch]) > 1e-3   # prompts differ: not a comparison of equal numbers

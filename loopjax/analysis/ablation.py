@@ -185,6 +185,23 @@ def ablation_unit(model: LoopModel, ids, alpha, *, key, steps_lambda1: int = 32,
                         orbit=orbit(m, ids, steps=orbit_steps, key=key, pad_multiple=pad), spectrum=spec)
 
 
+def ablation_units(model: LoopModel, prompts_ids, alpha, *, keys, steps_lambda1: int = 32, attr_steps: int = 32,
+                   k: int | None = None, spectrum_steps: int = 64, orbit_steps: int = 64, pad_multiple: int = 8,
+                   **engine) -> list[AblationUnit]:
+    """`ablation_unit` of every prompt in `prompts_ids` (a list of (L,) arrays, prompt i with key keys[i]) at
+    one alpha, the Lyapunov runs of all prompts as padded batches (`loopjax.spectrum` on a list: one vmapped
+    program per bucket of `pad_multiple` tokens, instead of one call per prompt). Equal to the per-prompt
+    units with the same keys up to float rounding (tests/test_ragged.py). Not for mode="mean"."""
+    m = scale_injection(model, float(alpha))
+    one = dict(key=list(keys), pad_multiple=pad_multiple, **engine)
+    lam = np.asarray(lambda1(m, list(prompts_ids), steps=steps_lambda1, **one))
+    attr = attribution(m, list(prompts_ids), k=1, steps=attr_steps, **one)
+    spec = spectrum(m, list(prompts_ids), k=k, steps=spectrum_steps, **one) if k else [None] * len(attr)
+    return [AblationUnit(alpha=float(alpha), lambda1=float(lam[i]), attribution=attr[i],
+                         orbit=orbit(m, ids, steps=orbit_steps, key=keys[i], pad_multiple=pad_multiple),
+                         spectrum=spec[i]) for i, ids in enumerate(prompts_ids)]
+
+
 def _take(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
@@ -293,5 +310,6 @@ def injection_sublayer(names) -> str:
     return found
 
 
-__all__ = ["Crossing", "crossing_alpha", "AblationUnit", "ablation_unit", "AblationResult", "injection_ablation",
+__all__ = ["Crossing", "crossing_alpha", "AblationUnit", "ablation_unit", "ablation_units", "AblationResult",
+           "injection_ablation",
            "check_alphas", "NO_CROSSING", "injection_sublayer"]

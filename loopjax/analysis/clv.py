@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.analysis.frontends import split_key
-from loopjax.engine.lyapunov import benettin_sublayers
+from loopjax.analysis.frontends import padded_loop_map, split_key
+from loopjax.engine.lyapunov import benettin_sublayers, prefix_probes
 from loopjax.engine.clv import (CovariantResult, covariant_vectors, participation_ratio, position_weights,
                                 sublayer_growth)
 from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map, sublayer_maps
@@ -21,21 +21,48 @@ from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_ma
 
 def clv(model: LoopModel, tokens, *, k: int = 8, steps: int = 64, key=None, warmup: int = 64,
         backward: int | None = None, init_state=None, probes=None, split: int | None = None,
-        host_chunk: int | None = None):
+        host_chunk: int | None = None, pad_multiple: int | None = None):
     """The k leading covariant Lyapunov vectors of the loop map over a window of `steps` loops after `warmup`
     loops (loopjax.covariant_vectors; `backward` loops follow the window for the backward transient).
     One prompt (L,): a CovariantResult with vectors (W, L*H, k) (row-major (L, H) per column) and states
-    (W, L, H). (B, L): a list of B results, row b with key fold_in(key, b)."""
+    (W, L, H). (B, L): a list of B results, row b with key fold_in(key, b).
+
+    pad_multiple=N runs the prompt right-padded to a multiple of N tokens (`padded_loop_map`: the Jacobian is
+    diag(J, 0), so the pads carry no tangent) from the unpadded run's start state and probes
+    (`prefix_probes`), one compiled program per padded length; the result is cut back to the prompt's rows
+    (on the host) and equals the unpadded one up to float rounding."""
     ids = check_ids(model, tokens)
     key = default_key(key)
     if ids.ndim == 2:
         return [clv(model, ids[b], k=k, steps=steps, key=jax.random.fold_in(key, b), warmup=warmup,
-                    backward=backward, split=split, host_chunk=host_chunk) for b in range(ids.shape[0])]
+                    backward=backward, split=split, host_chunk=host_chunk, pad_multiple=pad_multiple)
+                for b in range(ids.shape[0])]
     state_key, probe_key = split_key(key)
-    f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
-    return covariant_vectors(f, z0, k=k, steps=steps, warmup=warmup, key=probe_key, probes=probes,
-                             backward=backward, split=split, host_chunk=host_chunk,
-                             seed_key=jax.random.fold_in(probe_key, 1))
+    if pad_multiple is None:
+        f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
+    else:
+        f, z0 = padded_loop_map(model, ids, init_state, pad_multiple, key=state_key)
+        d_real = int(ids.shape[0]) * int(z0.shape[1])
+        _check_k(k, d_real)
+        probes = (prefix_probes(probe_key, d_real, d=z0.size, k=k, dtype=jnp.dtype(z0.dtype)) if probes is None
+                  else jnp.asarray(np.pad(np.asarray(probes), ((0, z0.size - d_real), (0, 0)))))
+    r = covariant_vectors(f, z0, k=k, steps=steps, warmup=warmup, key=probe_key, probes=probes,
+                          backward=backward, split=split, host_chunk=host_chunk,
+                          seed_key=jax.random.fold_in(probe_key, 1))
+    return r if pad_multiple is None else _unpadded(r, int(ids.shape[0]))
+
+
+def _check_k(k, d):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
+        raise ValueError(f"k={k!r} vectors: need an integer in [1, d={d}] (the prompt's state dimension)")
+
+
+def _unpadded(r: CovariantResult, L: int) -> CovariantResult:
+    """A padded prompt's CovariantResult cut to its first L positions (numpy: slicing device arrays of
+    every shape would compile one program each)."""
+    H = int(r.states.shape[-1])
+    vectors, states, probes = jax.device_get((r.vectors, r.states, r.window_probes))
+    return r.replace(vectors=vectors[:, :L * H], states=states[:, :L], window_probes=probes[:L * H])
 
 
 def localisation(result: CovariantResult) -> dict:

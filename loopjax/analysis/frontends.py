@@ -13,9 +13,9 @@ import numpy as np
 
 from loopjax.engine.dynamics import lambda1_perturbation, orbit_type
 from loopjax.engine.regime import Regime, classify_regime
-from loopjax.engine.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers, random_probes
-from loopjax.models.loop_model import LoopModel, check_ids, check_steps, default_key, loop_map, sublayer_maps
-from loopjax.models.loop_model import init_state as init_state_of
+from loopjax.engine.lyapunov import PROMPT_AXIS, benettin, benettin_sublayers, prefix_probes
+from loopjax.models.loop_model import (LoopModel, check_ids, check_state, check_steps, default_key, loop_map,
+                                       padded_init_state, sublayer_maps)
 
 
 def prompt_key(seed: int, index: int):
@@ -68,6 +68,19 @@ def padded_length(length: int, pad_multiple: int = 8) -> int:
     return -(-int(length) // pad_multiple) * pad_multiple
 
 
+def bucket_multiple(lengths, multiple: int = 8, max_overhead: float = 2.0) -> int:
+    """The pad multiple for a prompt set: the longest prompt rounded up to `multiple`, so that every prompt
+    shares one bucket (one compiled program per analysis), when the padded tokens stay within
+    `max_overhead` times the real ones; otherwise `multiple` (buckets of `multiple` tokens). On CPU, and
+    for small models anywhere, compiling a program costs more than running it on padded rows. The 20
+    built-in prompts (8 to 23 tokens) give 24: 480 padded against 358 real tokens."""
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"lengths must be positive prompt lengths, got {lengths}")
+    one = padded_length(max(lengths), multiple)
+    return one if one * len(lengths) <= max_overhead * sum(lengths) else int(multiple)
+
+
 def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_multiple: int, engine: dict):
     """Prompts of different lengths as padded batches, one vmapped program per bucket.
 
@@ -91,18 +104,13 @@ def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_mu
         buckets.setdefault(padded_length(ids.shape[0], pad_multiple), []).append(i)
     out = [None] * len(prompts)
     for Lb, members in buckets.items():
-        ids_b, z0_b, q_b, m_b = [], [], [], []
         for i in members:
-            L = prompts[i].shape[0]
-            if k > L * H:
-                raise ValueError(f"k={k} probes exceed the state dimension d={L * H} of prompt {i}")
-            state_key, probe_key = split_key(keys[i])
-            z0 = init_state_of(model, prompts[i], key=state_key)
-            ids_b.append(jnp.pad(prompts[i], (0, Lb - L)))
-            z0_b.append(jnp.pad(z0, ((0, Lb - L), (0, 0))))
-            q = random_probes(probe_key, d=L * H, k=k, dtype=jnp.dtype(z0.dtype))
-            q_b.append(jnp.pad(q, ((0, (Lb - L) * H), (0, 0))))
-            m_b.append(jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], (Lb, H)))
+            if k > prompts[i].shape[0] * H:
+                raise ValueError(f"k={k} probes exceed the state dimension d={prompts[i].shape[0] * H} of prompt {i}")
+        lengths = [int(prompts[i].shape[0]) for i in members]
+        ids_b = jnp.asarray(np.stack([np.pad(np.asarray(prompts[i]), (0, Lb - n)) for i, n in zip(members, lengths)]))
+        state_keys, probe_keys = (jnp.stack(x) for x in zip(*(split_key(keys[i]) for i in members)))
+        z0_b, q_b, m_b = _bucket_starts(model, ids_b, jnp.asarray(lengths, jnp.int32), state_keys, probe_keys, k=k)
 
         def one(ids, z0, q0, mask):
             if sublayers:
@@ -117,18 +125,33 @@ def _ragged(model: LoopModel, prompts, key, *, k, steps, sublayers: bool, pad_mu
             # 2-D mesh (prompts x probes): the batch axis is sharded over the prompts axis; pad the batch to a
             # multiple of it by repeating the last prompt (its extra results are dropped)
             extra = -len(ids_b) % mesh.shape[PROMPT_AXIS]
-            ids_b, z0_b, q_b, m_b = ([*x, *[x[-1]] * extra] for x in (ids_b, z0_b, q_b, m_b))
-            res = jax.vmap(one, spmd_axis_name=PROMPT_AXIS)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
+            batch = [jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) for x in (ids_b, z0_b, q_b, m_b)]
+            res = jax.vmap(one, spmd_axis_name=PROMPT_AXIS)(*batch)
         else:
-            res = jax.vmap(one)(*(jnp.stack(x) for x in (ids_b, z0_b, q_b, m_b)))
+            res = jax.vmap(one)(ids_b, z0_b, q_b, m_b)
         # one transfer of the batch, sliced on the host: indexing each device array per prompt dispatched
         # (and on CPU compiled) one slicing program per leaf and prompt, ~13 s for 20 prompts
         host = jax.device_get(res)
-        for b, i in enumerate(members):
-            L = prompts[i].shape[0]
-            r = jax.tree.map(lambda x, b=b: jnp.asarray(x[b]), host)
-            out[i] = r.replace(final_state=r.final_state[:L], final_probes=r.final_probes[:L * H])
+        for b, (i, L) in enumerate(zip(members, lengths)):
+            r = jax.tree.map(lambda x, b=b: x[b], host)
+            r = r.replace(final_state=r.final_state[:L], final_probes=r.final_probes[:L * H])
+            out[i] = jax.tree.map(jnp.asarray, r)
     return out
+
+
+@partial(jax.jit, static_argnames="k")
+def _bucket_starts(model: LoopModel, ids_b, lengths, state_keys, probe_keys, *, k: int):
+    """Per prompt of a padded bucket (ids_b (B, Lb), lengths (B,)): the default start state zero-padded
+    (`padded_init_state`), k probes drawn on its real coordinates (`prefix_probes`) and the real-row mask:
+    each equal to the unpadded prompt's, from one program per bucket shape."""
+    Lb, H = ids_b.shape[1], model.config.hidden_size
+
+    def one(ids, n, state_key, probe_key):
+        z0 = padded_init_state(model, ids, n, state_key)
+        q = prefix_probes(probe_key, n * H, d=Lb * H, k=k, dtype=jnp.dtype(z0.dtype))
+        return z0, q, jnp.broadcast_to((jnp.arange(Lb) < n)[:, None], (Lb, H))
+
+    return jax.vmap(one)(ids_b, lengths, state_keys, probe_keys)
 
 
 def spectrum(model: LoopModel, tokens, *, k=50, steps=64, key=None, probes=None, init_state=None, pad_multiple=8,
@@ -206,9 +229,7 @@ def similarity(model: LoopModel, tokens, loops=4, key=None, init_state=None, pad
     if pad_multiple is None:
         names, maps, z0 = sublayer_maps(model, tokens, key=split_key(key)[0], init_state=init_state)
     else:
-        ids = check_ids(model, tokens, ndim=(1,), what="tokens")
-        z0 = init_state_of(model, ids, key=split_key(key)[0]) if init_state is None else init_state
-        names, maps, z0 = padded_sublayer_maps(model, ids, z0, pad_multiple)
+        names, maps, z0 = padded_sublayer_maps(model, tokens, init_state, pad_multiple, key=split_key(key)[0])
     states = _sublayer_states(maps, z0, loops).reshape(loops * len(names), -1)
     norms = jnp.linalg.norm(states, axis=-1)
     unit = states / norms[:, None]
@@ -234,9 +255,7 @@ def convergence(model: LoopModel, tokens, steps=64, key=None, init_state=None, p
     if pad_multiple is None:
         f, z0 = loop_map(model, tokens, key=split_key(key)[0], init_state=init_state)
     else:
-        ids = check_ids(model, tokens, ndim=(1,), what="tokens")
-        z0 = init_state_of(model, ids, key=split_key(key)[0]) if init_state is None else init_state
-        f, z0 = padded_loop_map(model, ids, z0, pad_multiple)
+        f, z0 = padded_loop_map(model, tokens, init_state, pad_multiple, key=split_key(key)[0])
     step_norm, state_norm = _trajectory_norms(f, z0, steps)
     return {"step_norm": step_norm, "state_norm": state_norm, "relative_step": step_norm / state_norm[:-1]}
 
@@ -262,7 +281,7 @@ def orbit(model: LoopModel, tokens, *, steps=64, key=None, max_period=8, pad_mul
     if pad_multiple is None or ids.ndim != 1 or padded_length(ids.shape[0], pad_multiple) == ids.shape[0]:
         f, z0 = loop_map(model, ids, key=state_key)
     else:
-        f, z0 = padded_loop_map(model, ids, init_state_of(model, ids, key=state_key), pad_multiple)
+        f, z0 = padded_loop_map(model, ids, None, pad_multiple, key=state_key)
     return orbit_type(f, z0, steps=steps, max_period=max_period, **thresholds)
 
 
@@ -298,8 +317,7 @@ def regime(model: LoopModel, tokens, *, key=None, init_state=None, pad_multiple:
     if pad_multiple is None or padded_length(ids.shape[0], pad_multiple) == ids.shape[0]:
         f, z0 = loop_map(model, ids, key=state_key, init_state=init_state)
         return classify_regime(f, z0, key=probe_key, **options)
-    z0 = init_state_of(model, ids, key=state_key) if init_state is None else init_state
-    f, z0 = padded_loop_map(model, ids, z0, pad_multiple)
+    f, z0 = padded_loop_map(model, ids, init_state, pad_multiple, key=state_key)
     r = classify_regime(f, z0, key=probe_key, **options)
     r.evidence["padded_length"] = int(z0.shape[0])   # evidence["d"] is the padded state's size
     r.evidence["d_prompt"] = int(ids.shape[0] * z0.shape[1])
@@ -310,29 +328,49 @@ def _real_rows_only(f, mask, z):
     return jnp.where(mask, f(z), jnp.zeros_like(z))
 
 
-def padded_sublayer_maps(model: LoopModel, ids, z0, pad_multiple: int = 8):
-    """(names, maps, z0_pad): `sublayer_maps` of `ids` right-padded with token 0 to padded_length(L,
-    pad_multiple), each map's pad rows set to 0 (as `padded_loop_map` does for the whole step)."""
-    L = ids.shape[0]
+def _pad_rows(x, n: int):
+    """x with n zero rows appended (on the host when x is concrete: an eager jnp.pad compiles per shape)."""
+    if isinstance(x, jax.core.Tracer):
+        return jnp.pad(x, ((0, n),) + ((0, 0),) * (x.ndim - 1))
+    host = np.asarray(x)
+    return jnp.asarray(np.pad(host, ((0, n),) + ((0, 0),) * (host.ndim - 1)))
+
+
+def padded_start(model: LoopModel, ids, pad_multiple: int = 8, *, key=None, init_state=None):
+    """(ids_pad, z0_pad, mask) for one prompt `ids` (L,) right-padded with token 0 to Lb = padded_length(L,
+    pad_multiple): z0_pad is `init_state` zero-padded, or without it the default start drawn from `key` (a
+    state key, as `split_key(...)[0]`) by `loopjax.models.loop_model.padded_init_state` (one program per Lb,
+    equal to the unpadded start); mask (Lb, H) is True on the real rows."""
+    ids = check_ids(model, ids, ndim=(1,), what="tokens")
+    L = int(ids.shape[0])
     Lb = padded_length(L, pad_multiple)
-    z0_pad = jnp.pad(z0, ((0, Lb - L), (0, 0)))
-    names, maps, _ = sublayer_maps(model, jnp.pad(ids, (0, Lb - L)), init_state=z0_pad)
-    mask = jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], z0_pad.shape)
+    ids_pad = _pad_rows(ids, Lb - L)
+    z0_pad = (padded_init_state(model, ids_pad, L, key) if init_state is None
+              else _pad_rows(check_state(init_state, (L, model.config.hidden_size)), Lb - L))
+    mask = jnp.asarray(np.broadcast_to((np.arange(Lb) < L)[:, None], z0_pad.shape))
+    return ids_pad, z0_pad, mask
+
+
+def padded_sublayer_maps(model: LoopModel, ids, z0=None, pad_multiple: int = 8, *, key=None):
+    """(names, maps, z0_pad): `sublayer_maps` of `ids` right-padded with token 0 to padded_length(L,
+    pad_multiple), each map's pad rows set to 0 (as `padded_loop_map` does for the whole step); z0 or, if
+    None, the default start from the state key `key` (`padded_start`)."""
+    ids_pad, z0_pad, mask = padded_start(model, ids, pad_multiple, key=key, init_state=z0)
+    names, maps, _ = sublayer_maps(model, ids_pad, init_state=z0_pad)
     return names, [Partial(_real_rows_only, g, mask) for g in maps], z0_pad
 
 
-def padded_loop_map(model: LoopModel, ids, z0, pad_multiple: int = 8):
+def padded_loop_map(model: LoopModel, ids, z0=None, pad_multiple: int = 8, *, key=None):
     """(f_pad, z0_pad): the loop map of `ids` right-padded with token 0 to padded_length(L, pad_multiple), with
-    the pad rows of its output set to 0, and z0 zero-padded. The first L rows of f_pad(z) are exactly the
-    prompt's own f(z[:L]) (causal attention: no real position reads a pad), so f_pad = f on the real rows
-    and 0 on the pads: a block-diagonal Jacobian diag(J, 0)."""
-    L = ids.shape[0]
-    Lb = padded_length(L, pad_multiple)
-    z0_pad = jnp.pad(z0, ((0, Lb - L), (0, 0)))
-    f_pad, _ = loop_map(model, jnp.pad(ids, (0, Lb - L)), init_state=z0_pad)
-    mask = jnp.broadcast_to((jnp.arange(Lb) < L)[:, None], z0_pad.shape)
+    the pad rows of its output set to 0, and z0 zero-padded (None: the default start from the state key
+    `key`, see `padded_start`). The first L rows of f_pad(z) are exactly the prompt's own f(z[:L]) (causal
+    attention: no real position reads a pad), so f_pad = f on the real rows and 0 on the pads: a
+    block-diagonal Jacobian diag(J, 0)."""
+    ids_pad, z0_pad, mask = padded_start(model, ids, pad_multiple, key=key, init_state=z0)
+    f_pad, _ = loop_map(model, ids_pad, init_state=z0_pad)
     return Partial(_real_rows_only, f_pad, mask), z0_pad
 
 
 __all__ = ["prompt_key", "split_key", "spectrum", "attribution", "lambda1", "similarity", "convergence",
-           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime", "padded_loop_map", "padded_sublayer_maps"]
+           "spectrum_probe_seeds", "orbit", "lambda1_finite", "regime", "padded_loop_map", "padded_sublayer_maps",
+           "padded_start", "bucket_multiple"]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopjax.analysis.frontends import split_key
+from loopjax.analysis.frontends import padded_start, split_key
 from loopjax.engine.dtypes import compute_dtype
 from loopjax.models.base import Architecture
 from loopjax.models.loop_model import LoopModel, check_ids, check_steps, context, trajectory
@@ -51,14 +51,16 @@ class LogitLens:
 
 
 @jax.jit
-def _lens(model: LoopModel, ctx, states):
+def _lens(model: LoopModel, ctx, states, n):
+    """The lens of states (S, Lb, H) whose first n rows are the prompt's (the means run over those)."""
     logits = jax.vmap(lambda z: model.arch.readout(model.params, model.config, ctx, z))(states)
     logp = jax.nn.log_softmax(logits.astype(compute_dtype()), axis=-1)
     p = jnp.exp(logp)
     entropy = -jnp.sum(p * logp, axis=-1)
     top1 = jnp.argmax(logp, axis=-1)
-    agreement = jnp.mean(top1 == top1[-1], axis=-1)
-    kl = jnp.mean(jnp.sum(p[-1] * (logp[-1] - logp), axis=-1), axis=-1)
+    real = jnp.arange(states.shape[-2]) < n
+    agreement = jnp.sum((top1 == top1[-1]) & real, axis=-1) / n
+    kl = jnp.sum(jnp.where(real, jnp.sum(p[-1] * (logp[-1] - logp), axis=-1), 0), axis=-1) / n
     return logits.astype(compute_dtype()), entropy, top1, agreement, kl
 
 
@@ -67,21 +69,41 @@ def has_exit_gate(model: LoopModel) -> bool:
     return type(model.arch).early_exit is not Architecture.early_exit
 
 
-def _start(model, ids, key, init_state):
-    return init_state_of(model, ids, key=split_key(key)[0]) if init_state is None else init_state
+def _start(model, ids, key, init_state, pad_multiple):
+    """(ids to run, z0): the prompt's own, or right-padded to a multiple of `pad_multiple` tokens
+    (`loopjax.analysis.frontends.padded_start`: one compiled program per padded length)."""
+    if pad_multiple is None:
+        return ids, init_state_of(model, ids, key=split_key(key)[0]) if init_state is None else init_state
+    ids_pad, z0, _ = padded_start(model, ids, pad_multiple, key=split_key(key)[0], init_state=init_state)
+    return ids_pad, z0
 
 
-def logit_lens(model: LoopModel, tokens, *, steps=None, key=None, init_state=None) -> LogitLens:
+@jax.jit
+def _early_exit(model: LoopModel, states):
+    out = model.arch.early_exit(model.params, model.config, states)
+    return jax.nn.sigmoid(out["gate_logits"]), out["exit_pdf"]
+
+
+def logit_lens(model: LoopModel, tokens, *, steps=None, key=None, init_state=None,
+               pad_multiple: int | None = None) -> LogitLens:
     """The logit lens over the loop for one prompt (L,): the logits after each of `steps` loops (default: the
-    checkpoint's own), their entropy, top-1 agreement and KL to the last loop; Ouro's exit gate per loop."""
+    checkpoint's own), their entropy, top-1 agreement and KL to the last loop; Ouro's exit gate per loop.
+    pad_multiple=N runs the prompt right-padded to a multiple of N tokens (causal: the real positions are
+    the prompt's own, up to float rounding) and cuts the pads off (on the host)."""
     ids = check_ids(model, tokens, ndim=(1,))
     steps = check_steps(steps, model)
-    states = trajectory(model, ids, steps=steps, init_state=_start(model, ids, key, init_state))[1:]
-    logits, entropy, top1, agreement, kl = _lens(model, context(model, ids), states)
+    L = int(ids.shape[0])
+    run_ids, z0 = _start(model, ids, key, init_state, pad_multiple)
+    states = trajectory(model, run_ids, steps=steps, init_state=z0)[1:]
+    lens = _lens(model, context(model, run_ids), states, L)
     gate = pdf = None
     if has_exit_gate(model):
-        out = model.arch.early_exit(model.params, model.config, states)
-        gate, pdf = jax.nn.sigmoid(out["gate_logits"]), out["exit_pdf"]
+        gate, pdf = _early_exit(model, states)
+    if pad_multiple is not None:   # position axes: -1 of entropy/top1/gate, -2 of logits/exit_pdf
+        lens, gate, pdf = jax.device_get((lens, gate, pdf))
+        lens = (lens[0][:, :L], lens[1][:, :L], lens[2][:, :L], lens[3], lens[4])
+        gate, pdf = (None, None) if gate is None else (gate[:, :L], pdf[:L])
+    logits, entropy, top1, agreement, kl = lens
     return LogitLens(logits=logits, entropy=entropy, top1=top1, agreement=agreement, kl_to_final=kl,
                      exit_gate=gate, exit_pdf=pdf)
 
@@ -124,23 +146,33 @@ def _stacked_probs(model: LoopModel, ctx, z, names_out=None):
 
 
 @jax.jit
-def _attention(model: LoopModel, ctx, states):
-    probs = jax.vmap(lambda z: _stacked_probs(model, ctx, z))(states)  # (T, n, h, L, L)
-    sim = js_similarity(probs[:, None], probs[None, :])                 # (T, T, n, h, L)
-    sim = sim[..., 1:].mean(-1) if probs.shape[-1] > 1 else sim[..., 0]
+def _attention(model: LoopModel, ctx, states, n):
+    """Attention rows and their similarity across loops for states (T, Lb, H) whose first n rows are the
+    prompt's: the mean over the query positions 1..n-1 (position 0 alone when n = 1)."""
+    probs = jax.vmap(lambda z: _stacked_probs(model, ctx, z))(states)  # (T, n, h, Lb, Lb)
+    sim = js_similarity(probs[:, None], probs[None, :])                 # (T, T, n, h, Lb)
+    q = jnp.arange(sim.shape[-1])
+    later = jnp.sum(jnp.where((q >= 1) & (q < n), sim, 0), axis=-1) / jnp.maximum(n - 1, 1)
+    sim = jnp.where(n > 1, later, sim[..., 0])
     return probs, jnp.moveaxis(sim, (0, 1), (-2, -1))
 
 
-def attention_similarity(model: LoopModel, tokens, *, loops: int = 4, key=None, init_state=None
-                         ) -> AttentionSimilarity:
+def attention_similarity(model: LoopModel, tokens, *, loops: int = 4, key=None, init_state=None,
+                         pad_multiple: int | None = None) -> AttentionSimilarity:
     """Per layer and head, the similarity of the attention patterns of one prompt (L,) between every pair of the
-    first `loops` loops (loop t reads the state z_{t-1}; start state as in `logit_lens`)."""
+    first `loops` loops (loop t reads the state z_{t-1}; start state as in `logit_lens`). pad_multiple=N
+    runs the prompt padded as in `logit_lens` (a real query never attends to a pad: causal) and cuts the
+    pads off the attention rows (on the host)."""
     ids = check_ids(model, tokens, ndim=(1,))
     loops = check_steps(loops, model)
-    states = trajectory(model, ids, steps=loops, init_state=_start(model, ids, key, init_state))[:-1]
-    ctx, names = context(model, ids), []
+    L = int(ids.shape[0])
+    run_ids, z0 = _start(model, ids, key, init_state, pad_multiple)
+    states = trajectory(model, run_ids, steps=loops, init_state=z0)[:-1]
+    ctx, names = context(model, run_ids), []
     jax.eval_shape(lambda z: _stacked_probs(model, ctx, z, names), states[0])  # the names, in order
-    probs, matrix = _attention(model, ctx, states)
+    probs, matrix = _attention(model, ctx, states, L)
+    if pad_multiple is not None:
+        probs = jax.device_get(probs)[..., :L, :L]
     idx = jnp.arange(loops - 1)
     return AttentionSimilarity(probs=probs, matrix=matrix, consecutive=matrix[..., idx, idx + 1],
                                names=tuple(names))

@@ -25,6 +25,7 @@ very probes `loopjax.spectrum` draws for a prompt and key, and `first_probes` cu
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ import numpy as np
 from loopjax.analysis.frontends import padded_loop_map, split_key
 from loopjax.engine.dtypes import compute_dtype
 from loopjax.engine.lyapunov import LyapunovResult, random_probes, benettin
-from loopjax.models.loop_model import LoopModel, check_ids, default_key, init_state, loop_map
+from loopjax.models.loop_model import LoopModel, check_ids, default_key, loop_map
 
 __all__ = ["TokenSpectrum", "token_spectrum", "position_probes", "pad_probes_for_mesh", "spectrum_probes_for_mesh",
            "first_probes"]
@@ -85,12 +86,17 @@ def position_probes(key, positions, *, L: int, H: int, k: int, dtype=None) -> ja
     """(n, L*H, k): for each position p an (H, k) orthonormal block drawn from fold_in(key, p) in rows
     p*H..(p+1)*H, zero elsewhere -- the probes `benettin(..., key=fold_in(key, p), tangent_mask=mask_p)`
     draws itself."""
-    dt = jnp.dtype(dtype or compute_dtype())
-    out = []
-    for p in positions:
-        q = random_probes(jax.random.fold_in(key, int(p)), d=H, k=k, dtype=dt)
-        out.append(jnp.zeros((L * H, k), dt).at[int(p) * H:(int(p) + 1) * H].set(q))
-    return jnp.stack(out)
+    return _position_probes(key, jnp.asarray(np.asarray(positions), jnp.int32), L=int(L), H=int(H), k=int(k),
+                            dtype=jnp.dtype(dtype or compute_dtype()))
+
+
+@partial(jax.jit, static_argnames=("L", "H", "k", "dtype"))
+def _position_probes(key, positions, *, L, H, k, dtype):
+    def one(p):
+        q = random_probes(jax.random.fold_in(key, p), d=H, k=k, dtype=dtype)
+        return jax.lax.dynamic_update_slice(jnp.zeros((L * H, k), dtype), q, (p * H, jnp.zeros_like(p)))
+
+    return jax.vmap(one)(positions)
 
 
 def _check_positions(positions, L: int) -> np.ndarray:
@@ -144,7 +150,7 @@ def token_spectrum(model: LoopModel, tokens, *, k: int, steps: int, positions=No
         f, z0 = loop_map(model, ids, key=state_key)
         chunk = pos.size if position_chunk is None else int(position_chunk)
     else:
-        f, z0 = padded_loop_map(model, ids, init_state(model, ids, key=state_key), int(pad_multiple))
+        f, z0 = padded_loop_map(model, ids, None, int(pad_multiple), key=state_key)
         chunk = int(pad_multiple) if position_chunk is None else int(position_chunk)
     Ls, dt = int(z0.shape[0]), z0.dtype   # Ls: the (padded) state's length
 
@@ -155,15 +161,15 @@ def token_spectrum(model: LoopModel, tokens, *, k: int, steps: int, positions=No
         n = ps.size
         if pad_multiple is not None:   # every chunk the same size: one program per padded length
             ps = np.concatenate([ps, np.full(chunk - n, ps[0])])
-        masks = jnp.broadcast_to(jnp.asarray(np.arange(Ls)[None, :, None] == ps[:, None, None]).astype(dt),
-                                 (ps.size, Ls, H))
-        r = jax.vmap(one)(masks, position_probes(probe_key, ps, L=Ls, H=H, k=k, dtype=dt))
-        return r if ps.size == n else jax.tree.map(lambda x: x[:n], r)
+        masks = jnp.asarray(np.broadcast_to(np.arange(Ls)[None, :, None] == ps[:, None, None], (ps.size, Ls, H))
+                            .astype(dt))
+        r = jax.device_get(jax.vmap(one)(masks, position_probes(probe_key, ps, L=Ls, H=H, k=k, dtype=dt)))
+        return r if ps.size == n else jax.tree.map(lambda x: x[:n], r)   # on the host: no program per shape
 
     parts = [run(pos[i:i + chunk]) for i in range(0, pos.size, chunk)]
-    res = parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    if Ls != L:
-        res = res.replace(final_state=res.final_state[:, :L], final_probes=res.final_probes[:, :L * H])
+    res = parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    res = jax.tree.map(jnp.asarray, res.replace(final_state=res.final_state[:, :L],
+                                                final_probes=res.final_probes[:, :L * H]))
     lg = np.asarray(res.log_growth)
     bad = ~np.isfinite(lg).all(axis=(1, 2)) | ~np.isfinite(np.asarray(res.final_state)).all(axis=(1, 2))
     if bad.any():

@@ -244,14 +244,14 @@ COMPLETE = Analysis("complete", "complete", _complete, lambda r: r.to_json(), Co
 
 def _dynamics(model, ids, key, o, unit, core=None):
     r = loopjax.clv(model, ids, k=min(o.clv_k, int(ids.shape[0]) * model.config.hidden_size), steps=o.window,
-                    warmup=o.warmup, key=key)
+                    warmup=o.warmup, key=key, pad_multiple=o.pad_multiple)
     loc = loopjax.localisation(r)
     taus = [t for t in o.taus if t <= o.window]
     return {"clv": r.to_json(), "pr_positions_v1": float(np.mean(loc["positions"][:, 0])),
             "weights_v1": np.asarray(loc["weights"][0], np.float64),
             "finite_time_clv": loopjax.finite_time_statistics(r.log_growth, taus).to_json(),
             "finite_time_gs": loopjax.finite_time_statistics(r.gs_log_growth, taus).to_json(),
-            "logit_lens": logit_lens(model, ids, steps=o.lens_steps, key=key).to_json(),
+            "logit_lens": logit_lens(model, ids, steps=o.lens_steps, key=key, pad_multiple=o.pad_multiple).to_json(),
             "attention": _attention(model, ids, key, o)}
 
 
@@ -259,7 +259,8 @@ def _attention(model, ids, key, o):
     """The attention similarity across loops, or None for an architecture that exposes no attention
     probabilities (`Architecture.attention_probs`: Ouro and Huginn; not yet Parcae)."""
     try:
-        return attention_similarity(model, ids, loops=o.attention_loops, key=key).to_json()
+        return attention_similarity(model, ids, loops=o.attention_loops, key=key,
+                                    pad_multiple=o.pad_multiple).to_json()
     except NotImplementedError:
         return None
 

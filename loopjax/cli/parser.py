@@ -138,8 +138,10 @@ def add_transient(p, probe_seeds: bool = False) -> None:
     g = p.add_argument_group("transient, estimator and batching")
     g.add_argument("--pad-multiple", type=whole_number, default=None, metavar="N",
                    help="pad prompts to a multiple of N tokens, so that nearby lengths share one compiled "
-                        "program (spectrum, attribution: one padded batch per bucket; default 8); the numbers "
-                        "equal one-by-one runs up to float rounding amplified by the dynamics")
+                        "program (spectrum, attribution: one padded batch per bucket); default: the longest "
+                        "prompt rounded up to 8 (one bucket) when that pads at most 2x the real tokens, else "
+                        "8 (loopjax.bucket_multiple); the numbers equal one-by-one runs up to float rounding "
+                        "amplified by the dynamics")
     g.add_argument("--no-batch", action="store_true", help="run the prompts one by one (one program per length)")
     add_engine_steps(g)
     if probe_seeds:

@@ -143,7 +143,10 @@ class LyapunovResult:
 
     def sorted(self):
         """`total()` sorted in descending order."""
-        return -jnp.sort(-self.total(), axis=-1)
+        total = self.total()
+        if _is_traced(total):
+            return -jnp.sort(-total, axis=-1)
+        return -np.sort(-np.asarray(total), axis=-1)   # on the host: an eager sort compiles one program per shape
 
     def orthogonality_error(self):
         if self.final_probes is None:
@@ -203,9 +206,13 @@ def running_average(log_growth):
 
 
 def orthogonality_error(Q):
-    """max |Q^T Q - I| (over the last two axes' Gram matrix)."""
-    G = jnp.matmul(jnp.swapaxes(Q, -1, -2), Q, precision=jax.lax.Precision.HIGHEST)
-    return jnp.max(jnp.abs(G - jnp.eye(Q.shape[-1], dtype=Q.dtype)), axis=(-2, -1))
+    """max |Q^T Q - I| (over the last two axes' Gram matrix); a concrete Q in float64 on the host (eager
+    jax arithmetic would compile one program per shape)."""
+    if _is_traced(Q):
+        G = jnp.matmul(jnp.swapaxes(Q, -1, -2), Q, precision=jax.lax.Precision.HIGHEST)
+        return jnp.max(jnp.abs(G - jnp.eye(Q.shape[-1], dtype=Q.dtype)), axis=(-2, -1))
+    q = np.asarray(Q, np.float64)
+    return np.max(np.abs(np.swapaxes(q, -1, -2) @ q - np.eye(q.shape[-1])), axis=(-2, -1))
 
 
 def spread(exponents_stack, axis=0):
@@ -321,6 +328,16 @@ def random_probes(key, *, d, k, dtype):
     """k orthonormal probes (d, k): Q of the QR of a standard normal (d, k) draw from `key` (every probe draw
     of loopjax goes through this)."""
     return jnp.linalg.qr(jax.random.normal(key, (d, k), dtype), mode="reduced")[0]
+
+
+@functools.partial(jax.jit, static_argnames=("d", "k", "dtype"))
+def prefix_probes(key, n, *, d, k, dtype):
+    """(d, k) orthonormal probes on the first n coordinates (n a traced scalar, k <= n <= d), zero below:
+    `random_probes(key, d=n, k=k)` zero-padded to d rows, from one compiled program for every n. jax's
+    threefry draws are partitionable (the default since jax 0.5): the (d, k) normal draw begins with the
+    (n, k) one, row for row, and the Householder QR of a zero-padded matrix is the padded QR of the matrix."""
+    draw = jax.random.normal(key, (d, k), dtype)
+    return jnp.linalg.qr(jnp.where((jnp.arange(d) < n)[:, None], draw, jnp.zeros_like(draw)), mode="reduced")[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -229,6 +229,24 @@ def init_state(model: LoopModel, input_ids, key=None):
     return _prepare(model, input_ids, None, key)[2]
 
 
+@jax.jit
+def _padded_init_state(model: LoopModel, ids, length, key):
+    z0 = _default_state(model, ids, _context(model, ids), key)
+    return jnp.where((jnp.arange(ids.shape[-1]) < length)[:, None], z0, jnp.zeros_like(z0))
+
+
+def padded_init_state(model: LoopModel, padded_ids, length, key=None):
+    """The default loop start of the first `length` tokens of `padded_ids` (Lb,), zero-padded to (Lb, H):
+    `init_state(model, padded_ids[:length], key)` with zero rows below, computed on the padded ids so that
+    one compiled program serves every length (`length` is a traced scalar). Exactly the unpadded start for
+    Ouro (embeddings) and for the random starts (jax's threefry draws, partitionable since jax 0.5, give a
+    larger array whose leading rows are the smaller array's); for a start that is the prelude's output
+    (Huginn inject-once) the real rows agree up to float rounding (causal attention: no real position reads
+    a pad)."""
+    ids = check_ids(model, padded_ids, ndim=(1,), what="padded_ids")
+    return _padded_init_state(model, ids, jnp.asarray(length, jnp.int32), default_key(key))
+
+
 def loop_map(model: LoopModel, tokens, key=None, init_state=None):
     """(f, z0) for one prompt: f maps its state (L, H) -> (L, H) and is a jax.tree_util.Partial."""
     _, ctx, z0 = _prepare(model, tokens, init_state, key, ndim=(1,))

@@ -26,7 +26,8 @@ import loopjax
 from loopjax.analysis import ablation
 from loopjax.cli.budget import check_budget, check_int_range
 from loopjax.cli.commands.base import (Command, Common, Context, Setup, Transient, check_k, loaded_fingerprint,
-                                       open_run, or_default, pad_multiple, prompt_units, recorded_settings, say, setup)
+                                       open_run, or_default, pad_multiple, prompt_units, recorded_settings, resolve_pad, say,
+                                       setup)
 from loopjax.cli.parser import add_common, add_engine_steps, whole_number
 from loopjax.cli.runner import header, prompt_entries
 from loopjax.cli.session import CLIError, software_versions
@@ -62,7 +63,7 @@ class AblationSettings(Transient):
     k: int | None = None
     spectrum_steps: int | None = None
     orbit_steps: int = DEFAULTS["orbit_steps"]
-    pad_multiple: int | None = None   # prompts padded to a multiple of N tokens (not with --mode mean)
+    pad_multiple: int | str | None = None   # prompts padded to a multiple of N tokens (not with --mode mean)
 
     @classmethod
     def from_args(cls, args) -> "AblationSettings":
@@ -147,6 +148,7 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
         raise CLIError(f"ablate: {s.loaded.name}: {e}") from None
     if settings.k:
         check_k(settings.k, s.tokens, s.loaded.model.config.hidden_size, s.prompts)
+    settings = resolve_pad(settings, s.tokens)
     check_ablation_budget(s, settings)
     recorded = {**recorded_settings(common, "ablation", s.prompts, loaded=s.loaded, digest=True,
                                     key_note="; the same key for every alpha"), **dataclasses.asdict(settings)}
@@ -167,12 +169,36 @@ def run_ablation(common: Common, ctx: Context, s: Setup, settings: AblationSetti
 
 
 def check_ablation_budget(s: Setup, settings: AblationSettings) -> None:
-    """The memory of one unit's largest parts (the attribution, the top-k spectrum with --k) against the
-    memory available, before the folder is made."""
+    """The memory of one alpha's largest parts (the attribution, the top-k spectrum with --k; with padding the
+    whole prompt set as one batch, `_alpha_rows`) against the memory available, before the folder is made."""
+    pad = None if settings.mode else settings.pad_multiple
     check_budget("attribution", s.loaded.model, s.tokens, steps=max(settings.attr_steps, settings.steps_lambda1),
-                 k=settings.attr_k)
+                 k=settings.attr_k, pad_multiple=pad)
     if settings.k:
-        check_budget("spectrum", s.loaded.model, s.tokens, steps=settings.spectrum_steps, k=settings.k)
+        check_budget("spectrum", s.loaded.model, s.tokens, steps=settings.spectrum_steps, k=settings.k,
+                     pad_multiple=pad)
+
+
+def _alpha_rows(common: Common, s: Setup, settings: AblationSettings, units):
+    """With padding (and not --mode mean): alpha index -> the units of every prompt at that alpha, computed
+    together as padded batches (`ablation.ablation_units`) on first use. A row is always the whole prompt set
+    (saved units included), so a resumed run computes the same programs and numbers as an uninterrupted one.
+    None without padding: unit by unit."""
+    if not settings.pad_multiple or settings.mode:
+        return None
+    opts = {k: v for k, v in settings.unit_options().items() if k not in ("mode", "pad_multiple")}
+    ids = [jnp.asarray(inp["token_ids"], jnp.int32) for _, inp in units[:len(s.prompts)]]
+    keys = [loopjax.prompt_key(common.seed, i) for i in range(len(ids))]
+    cache: dict = {}
+
+    def row(j: int) -> list:
+        if j not in cache:
+            cache.clear()   # one alpha's row at a time: the units run in alpha order
+            cache[j] = ablation.ablation_units(s.loaded.model, ids, settings.alphas[j], keys=keys,
+                                               pad_multiple=settings.pad_multiple, **opts)
+        return cache[j]
+
+    return row
 
 
 def ablation_results(common: Common, s: Setup, settings: AblationSettings, runner, units) -> tuple:
@@ -181,8 +207,11 @@ def ablation_results(common: Common, s: Setup, settings: AblationSettings, runne
     from loopjax.cli import plots
 
     alphas = settings.alphas
+    row_of = _alpha_rows(common, s, settings, units)
 
     def compute(unit: str, inputs: dict) -> dict:
+        if row_of is not None:
+            return row_of(inputs["alpha_index"])[inputs["index"]].to_json()
         return ablation.ablation_unit(s.loaded.model, jnp.asarray(inputs["token_ids"], jnp.int32), inputs["alpha"],
                                       key=loopjax.prompt_key(common.seed, inputs["index"]),
                                       **settings.unit_options()).to_json()

@@ -13,7 +13,7 @@ from loopjax.cli.parser import add_common, add_transient
 class AttributionSettings(Transient):
     k: int
     steps: int
-    pad_multiple: int | None = None
+    pad_multiple: int | str | None = None
     relative: bool = True  # gauge-relative (each sublayer's state growth subtracted); --plain: the raw form
 
     @classmethod

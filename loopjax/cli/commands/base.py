@@ -190,17 +190,28 @@ def check_analysis_budget(analysis: Analysis, options, s: Setup) -> None:
                  checkpoint_every=getattr(options, "checkpoint_every", None))
 
 
-def pad_multiple(args, *, checkpoint_every=None, devices=None) -> int | None:
-    """The padded-batch bucket size, or None (prompt by prompt): --pad-multiple N if given, else 8 (on CPU
-    too: compiling one program per prompt length, not the arithmetic, is most of a CPU run on small models;
-    `loopjax spectrum` on builtin:ouro-tiny, 20 prompts of 12 lengths, took 53 s one by one and 35 s in
-    buckets of 8); always None with --no-batch, --checkpoint-every (segments go prompt by prompt) or
-    --devices."""
+AUTO_PAD = "auto"   # settings' pad_multiple until the prompts are known: see `resolve_pad`
+
+
+def pad_multiple(args, *, checkpoint_every=None, devices=None) -> int | str | None:
+    """The padded-batch bucket size, or None (prompt by prompt): --pad-multiple N if given, else AUTO_PAD,
+    which `resolve_pad` turns into `loopjax.bucket_multiple` of the prompt lengths (on CPU too: compiling one
+    program per prompt length, not the arithmetic, is most of a CPU run on small models); always None with
+    --no-batch, --checkpoint-every (segments go prompt by prompt) or --devices."""
     if getattr(args, "no_batch", False) or checkpoint_every or devices:
         return None
     if getattr(args, "pad_multiple", None) is not None:
         return args.pad_multiple
-    return 8
+    return AUTO_PAD
+
+
+def resolve_pad(options, tokens: list[list[int]]):
+    """`options` (a settings dataclass) with pad_multiple AUTO_PAD replaced by `loopjax.bucket_multiple` of
+    the prompts' lengths (one bucket for prompts of similar lengths), so the recorded settings hold the
+    number every program ran with."""
+    if getattr(options, "pad_multiple", None) != AUTO_PAD:
+        return options
+    return dataclasses.replace(options, pad_multiple=loopjax.bucket_multiple([len(t) for t in tokens]))
 
 
 def devices(args) -> int | None:
@@ -258,6 +269,7 @@ def run_analysis(common: Common, ctx: Context, analysis: Analysis, s: Setup, opt
     """One per-prompt analysis into out/<analysis>/ with its typed `options` (recorded in the settings):
     prompt i runs with key loopjax.prompt_key(seed, i). Every check (memory budget included) runs before
     the folder is made; an error after that removes it or leaves it for --resume (`Runner.__exit__`)."""
+    options = resolve_pad(options, s.tokens)
     settings = {**recorded_settings(common, analysis.name, s.prompts, loaded=s.loaded), **dataclasses.asdict(options)}
     units = prompt_units(s.prompts, s.tokens)
     check_analysis_budget(analysis, options, s)

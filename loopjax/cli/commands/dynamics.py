@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from loopjax.cli.analyses import DYNAMICS
-from loopjax.cli.commands.base import DEFAULT_MODEL, Command, run_command
+from loopjax.cli.commands.base import AUTO_PAD, DEFAULT_MODEL, Command, run_command
 from loopjax.cli.parser import add_common
 
 
@@ -19,6 +19,7 @@ class DynamicsSettings:
     taus: tuple = (4, 16)
     lens_steps: int = 16
     attention_loops: int = 8
+    pad_multiple: int | str | None = AUTO_PAD   # padded prompts share compilations (resolve_pad)
 
     @classmethod
     def from_args(cls, args) -> "DynamicsSettings":

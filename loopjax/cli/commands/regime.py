@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from loopjax.cli.analyses import REGIME
-from loopjax.cli.commands.base import DEFAULT_MODEL, Command, run_command
+from loopjax.cli.commands.base import AUTO_PAD, DEFAULT_MODEL, Command, run_command
 from loopjax.cli.parser import add_common
 
 
@@ -17,7 +17,7 @@ class RegimeSettings:
     min_steps: int = 64
     max_steps: int = 8192
     max_period: int = 128
-    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share compilations (loopjax.regime)
+    pad_multiple: int | str | None = AUTO_PAD   # padded prompts share compilations (loopjax.regime; resolve_pad)
 
     @classmethod
     def from_args(cls, args) -> "RegimeSettings":

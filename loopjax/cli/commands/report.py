@@ -185,10 +185,14 @@ def _child_env(name: str | None = None) -> dict:
     return env
 
 
-# A child whose CPU time has not moved for this long is stalled (jaxlib 0.10's CPU runtime was seen to wedge,
-# waiting forever for a program's output; every case seen ran with a persistent compilation cache, now off by
-# default): it is killed and restarted with --resume, which keeps its saved prompts.
+# A child that used less than STALL_CPU_SECONDS of CPU in STALL_SECONDS is stalled: jaxlib 0.10's CPU runtime
+# was seen to wedge, every thread waiting on a futex and the main thread waiting forever for a program's output
+# (in the covariant-vector analysis, with and without a persistent compilation cache); idle helper threads
+# (tqdm's monitor, XLA's slow-operation alarm) still add a clock tick every ~20 s, so "no CPU at all" never
+# holds. It is killed and restarted with --resume, which keeps its saved prompts. A working child, even
+# sharing a core with three others, uses ~0.25 s of CPU per second.
 STALL_SECONDS = 60.0
+STALL_CPU_SECONDS = 1.0
 MAX_RESTARTS = 2
 
 
@@ -202,6 +206,7 @@ class Child:
     proc: subprocess.Popen | None = None
     err: object = None
     restarts: int = 0
+    gave_up: bool = False
     cpu: float = -1.0
     cpu_seen: float = 0.0
 
@@ -216,9 +221,10 @@ class Child:
         self.cpu, self.cpu_seen = -1.0, time.monotonic()
 
     def stalled(self, now: float) -> bool:
-        """True when the child's CPU time (Linux /proc) has not changed for STALL_SECONDS."""
+        """True when the child's CPU time (Linux /proc) grew by less than STALL_CPU_SECONDS over the last
+        STALL_SECONDS (self.cpu, self.cpu_seen: the CPU time and the moment the current window began)."""
         cpu = _cpu_seconds(self.proc.pid)
-        if cpu is None or cpu != self.cpu:
+        if cpu is None or self.cpu < 0 or cpu - self.cpu >= STALL_CPU_SECONDS:
             self.cpu, self.cpu_seen = (self.cpu if cpu is None else cpu), now
             return False
         return now - self.cpu_seen > STALL_SECONDS
@@ -253,7 +259,10 @@ def _report_parallel(args, root: Path) -> list[Path]:
         c.err.seek(0)
         lines = [ln for ln in c.err.read().splitlines() if ln.strip()]
         c.err.close()
-        if c.proc.returncode != 0:
+        if c.gave_up:
+            failed.append(f"[{model_name(c.src)}] no progress for {STALL_SECONDS:.0f} s after {MAX_RESTARTS} restarts "
+                          f"with --resume: stopped (rerun with --resume to continue from its saved prompts)")
+        elif c.proc.returncode != 0:
             msg = next((ln for ln in lines if ln.startswith("loopjax:")),
                        lines[-1] if lines else f"exit status {c.proc.returncode}")
             failed.append(f"[{model_name(c.src)}] {msg.replace('loopjax: error: ', '')}")
@@ -275,7 +284,8 @@ def _expected_files(args, n_prompts: int, only) -> int:
 
 def _watch(args, children: list[Child], env=None) -> None:
     """One progress bar per child, counting its saved prompt files, until every child has exited; a stalled
-    child is killed and restarted with --resume (at most MAX_RESTARTS times)."""
+    child is killed and restarted with --resume (at most MAX_RESTARTS times; then killed for good,
+    `Child.gave_up`)."""
     bars = [progress(total=c.total, desc=model_name(c.src), unit="prompt", position=i, quiet=args.quiet)
             for i, c in enumerate(children)]
     try:
@@ -284,9 +294,12 @@ def _watch(args, children: list[Child], env=None) -> None:
             for bar, c in zip(bars, children):
                 n = sum(1 for _ in c.out.glob("*/prompts/*.json")) if c.out.is_dir() else 0
                 bar.update(max(0, min(n, c.total) - bar.n))
-                if c.proc.poll() is None and c.restarts < MAX_RESTARTS and c.stalled(now):
+                if c.proc.poll() is None and c.stalled(now):
                     c.proc.kill()
                     c.proc.wait()
+                    if c.restarts >= MAX_RESTARTS:   # given up: the report fails naming it (never waits forever)
+                        c.gave_up = True
+                        continue
                     c.restarts += 1
                     print(f"loopjax: [{model_name(c.src)}] no progress for {STALL_SECONDS:.0f} s: restarted with "
                           f"--resume ({c.restarts}/{MAX_RESTARTS})", file=sys.stderr)

@@ -5,20 +5,20 @@ import argparse
 import dataclasses
 
 from loopjax.cli.analyses import SIMILARITY, TRAJECTORY
-from loopjax.cli.commands.base import DEFAULT_MODEL, PAPER, Command, or_default, pad_multiple, run_command
+from loopjax.cli.commands.base import AUTO_PAD, DEFAULT_MODEL, PAPER, Command, or_default, pad_multiple, run_command
 from loopjax.cli.parser import add_common, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
 class SimilaritySettings:
     loops: int
-    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share one compilation
+    pad_multiple: int | str | None = AUTO_PAD   # padded prompts share one compilation (resolve_pad)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrajectorySettings:
     steps: int
-    pad_multiple: int | None = 8   # prompts padded to a multiple of 8 tokens share one compilation
+    pad_multiple: int | str | None = AUTO_PAD   # padded prompts share one compilation (resolve_pad)
 
 
 def add_similarity_options(p) -> None:

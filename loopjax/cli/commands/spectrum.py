@@ -18,7 +18,7 @@ class SpectrumSettings(Transient):
     probe_seeds: int | None = None
     orbit_steps: int = ORBIT_STEPS
     perturbation: bool = False
-    pad_multiple: int | None = None
+    pad_multiple: int | str | None = None
     devices: int | None = None
 
     @classmethod

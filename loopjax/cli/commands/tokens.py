@@ -14,7 +14,7 @@ from loopjax.cli.session import CLIError
 class TokensSettings(Transient):
     k: int
     steps: int
-    pad_multiple: int | None = None   # the state padded to a multiple of N tokens (one program per bucket)
+    pad_multiple: int | str | None = None   # the state padded to a multiple of N tokens (one program per bucket)
 
     @classmethod
     def from_args(cls, args, *, k=None, steps=None) -> "TokensSettings":
