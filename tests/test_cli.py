@@ -412,7 +412,8 @@ def test_report_restarts_a_stalled_child_with_resume(tmp_path, monkeypatch, caps
                "        while time.perf_counter() - t < 0.005: pass\n"
                "        time.sleep(0.1)\n"
                "threading.Thread(target=tick, daemon=True).start()\n"
-               "time.sleep(0 if '--resume' in sys.argv else 120)"]
+               "time.sleep(0 if '--resume' in sys.argv else 120)\n"
+               "sys.exit(3 if '--overwrite' in sys.argv and '--resume' in sys.argv else 0)", "--overwrite"]
     worker = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"]
     children = [report_cmd.Child("builtin:a", tmp_path / "a", sleeper, 1),
                 report_cmd.Child("builtin:b", tmp_path / "b", worker, 1)]

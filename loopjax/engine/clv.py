@@ -220,10 +220,17 @@ def covariant_vectors(f: Callable | Partial, z0, *, k: int, steps: int, warmup: 
 
 @partial(jax.jit, static_argnames="split")
 def _vectors_and_angles(Q, C, split):
-    with jax.default_matmul_precision("highest"):
-        V = jnp.einsum("tdk,tkj->tdj", Q, C)
-    V = V / jnp.linalg.norm(V, axis=-2, keepdims=True)
-    return V, (None if split is None else subspace_angle(V, split)), pairwise_angles(V)
+    # one step at a time (lax.map), not batched over the window: every report process seen to wedge inside
+    # jaxlib's CPU runtime was waiting for this program's output, and its batched QR/SVD are the only
+    # batched LAPACK calls of that analysis (jaxlib runs a batch on a thread pool)
+    def one(QC):
+        with jax.default_matmul_precision("highest"):
+            V = QC[0] @ QC[1]
+        V = V / jnp.linalg.norm(V, axis=-2, keepdims=True)
+        return V, (jnp.zeros(()) if split is None else subspace_angle(V, split)), pairwise_angles(V)
+
+    V, angles, pair = jax.lax.map(one, (Q, C))
+    return V, (None if split is None else angles), pair
 
 
 def _assemble(Qs, Cs, split, on_host):

@@ -215,7 +215,9 @@ class Child:
         self.env = env if env is not None else self.env
         env = self.env
         self.err = tempfile.TemporaryFile(mode="w+")
-        cmd = self.cmd + (["--resume"] if resume and "--resume" not in self.cmd else [])
+        cmd = self.cmd
+        if resume:   # continue from the saved prompts: --overwrite (make run's) would refuse to combine
+            cmd = [a for a in cmd if a != "--overwrite"] + ([] if "--resume" in cmd else ["--resume"])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, stdin=subprocess.DEVNULL,
                                      env=env)
         self.cpu, self.cpu_seen = -1.0, time.monotonic()
