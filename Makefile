@@ -18,16 +18,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/loopjax report --out results --overwrite
 
-# Three processes: one long pytest process dies with SIGSEGV inside jaxlib's CPU compiler after ~530 tests
-# (twice at tests/test_sublayers.py, with and without a persistent cache); each group runs in a fresh one.
-SECOND := tests/test_sublayers.py tests/test_summary.py tests/test_token_spectrum.py tests/test_torch_baseline.py \
-          tests/test_torch_pickle.py
-THIRD  := tests/test_train.py tests/test_unseen_models.py
+# One pytest process per test file: a long pytest process dies with SIGSEGV inside jaxlib's CPU compiler after
+# several hundred tests' compilations (seen at test_sublayers with 530 tests, then at test_regime in the first of
+# three groups); a fresh process per file keeps each one short. Exit status 5 (every test deselected) is not a failure.
+TEST_FILES := $(sort $(wildcard tests/test_*.py))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) $(addprefix --ignore=,$(SECOND) $(THIRD))
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) $(SECOND)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) $(THIRD)
+	@rc=0; for f in $(TEST_FILES); do \
+	  echo "== $$f"; $(BIN)/python -m pytest -q $(PYTEST_ARGS) $$f; s=$$?; \
+	  if [ $$s -ne 0 ] && [ $$s -ne 5 ]; then rc=1; echo "FAILED: $$f (exit $$s)"; fi; \
+	done; exit $$rc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
