@@ -7,6 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from loopjax.cli.session import tune_malloc
+
+tune_malloc()  # as the CLI does: XLA's large temporaries reuse freed heap memory instead of faulting in fresh pages
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = ("ouro-tiny", "huginn-tiny", "ouro-tiny-bf16-sharded")
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["cases"]

@@ -303,3 +303,40 @@ def test_orbit_type_window():
     # steps where ||z_t - z_{t-1}|| = 0.1 * 0.9^100 ~ 3e-6 > 1e-8 still: not converged
     assert orbit_type(f, jnp.ones(2), steps=300, window=40).kind == "fixed_point"
     assert orbit_type(f, jnp.ones(2), steps=300, window=200).kind == "not_converged"
+
+
+def numpy_return_distances(f, z0, steps, window, max_period, floor=1e-4):
+    """Reference (float64 NumPy): r_p = max over the last `window` steps t of ||z_t - z_{t-p}|| / max(||z_{t-p}||, floor)."""
+    zs = [np.asarray(z0, np.float64)]
+    for _ in range(steps):
+        zs.append(f(zs[-1]))
+    return [max(np.linalg.norm(zs[t] - zs[t - p]) / max(np.linalg.norm(zs[t - p]), floor)
+                for t in range(steps - window + 1, steps + 1)) for p in range(1, max_period + 1)]
+
+
+@pytest.mark.parametrize("steps,max_period,window", [(100, 8, None), (257, 5, 120), (300, 70, 200)])
+def test_orbit_type_return_distances_equal_numpy(steps, max_period, window):
+    """The chunked tail (chunks of max(max_period, 64) steps, a remainder chunk) gives every r_p."""
+    A = np.asarray(rotation(2 * math.pi * 0.1234)) * 0.999
+    with jax.enable_x64(True):
+        o = orbit_type(Partial(linear, jnp.asarray(A)), jnp.asarray([1.0, 0.5]), steps=steps,
+                       max_period=max_period, window=window)
+    w = window or min(max(2 * max_period, steps // 4), steps - max_period + 1)
+    np.testing.assert_allclose(o.return_distances, numpy_return_distances(lambda z: A @ z, [1.0, 0.5], steps, w,
+                                                                          max_period), rtol=1e-10)
+    assert o.steps_run == steps
+
+
+def test_orbit_type_stop_early_same_kind_fewer_steps():
+    """stop_early ends once every r_p > rtol: same kind, maxima over the steps run (<= the full ones); a
+    closing orbit runs every step and gives the same result."""
+    golden = Partial(linear, rotation(2 * math.pi * (math.sqrt(5) - 1) / 2))
+    full = orbit_type(golden, jnp.asarray([1.0, 0.0]), steps=512, max_period=128, window=385)
+    early = orbit_type(golden, jnp.asarray([1.0, 0.0]), steps=512, max_period=128, window=385, stop_early=True)
+    assert full.kind == early.kind == "not_converged"
+    assert (full.steps_run, early.steps_run) == (512, 128)
+    assert all(e <= f_ for e, f_ in zip(early.return_distances, full.return_distances))
+    five = Partial(linear, rotation(2 * math.pi / 5))
+    a = orbit_type(five, jnp.asarray([1.0, 0.5]), steps=512, max_period=128, window=385)
+    b = orbit_type(five, jnp.asarray([1.0, 0.5]), steps=512, max_period=128, window=385, stop_early=True)
+    assert a == b and (a.kind, a.period, a.steps_run) == ("periodic", 5, 512)

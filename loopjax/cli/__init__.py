@@ -22,7 +22,7 @@ from loopjax.cli import commands
 from loopjax.cli.commands import Context, build_parser
 from loopjax.cli.parser import check_counts
 from loopjax.cli.runner import Hooks
-from loopjax.cli.session import CLIError, enable_compile_cache
+from loopjax.cli.session import CLIError, enable_compile_cache, tune_malloc
 from loopjax.cli.runstore import RunError
 
 
@@ -33,6 +33,7 @@ def _message(e: BaseException) -> str:
 def main(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
     """Run one command; returns the exit status. `hooks` (tests, embedding apps) see every saved unit."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    tune_malloc()
     ctx = Context(hooks=hooks or Hooks())
     debug = "--debug" in argv
     try:

@@ -27,6 +27,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from loopjax.engine.dtypes import compute_dtype
+from loopjax.engine.lyapunov import map_output_shape
 
 __all__ = [
     "OrbitType",
@@ -81,8 +82,7 @@ def prepare_map(f, z0):
     z0 = z0.astype(dt)
     if not np.all(np.isfinite(np.asarray(z0))):
         raise ValueError("z0 contains NaN or inf")
-    out = jax.eval_shape(lambda g, x: g(x), f, jax.ShapeDtypeStruct(z0.shape, dt))
-    shape = getattr(out, "shape", type(out).__name__)
+    shape = map_output_shape(f, z0.shape, dt)
     if shape != z0.shape:
         raise ValueError(f"f must return an array of the state's shape {z0.shape}, got {shape}")
     return f, z0
@@ -112,6 +112,8 @@ class OrbitType:
     periodic, else None. residual: r_p of the chosen p (the smallest r_p when not_converged; NaN when
     diverged). step_norm_last: ||z_T - z_{T-1}|| / max(||z_{T-1}||, atol/rtol). return_distances:
     (r_1, ..., r_max_period). diverged_at: first step t whose state z_t is non-finite (else None).
+    steps_run: the steps actually iterated (fewer than `steps` only with stop_early); step_norm_last is at
+    the last of them.
     """
 
     kind: str
@@ -120,6 +122,7 @@ class OrbitType:
     step_norm_last: float
     return_distances: tuple[float, ...]
     diverged_at: int | None = None
+    steps_run: int | None = None
 
     def to_json(self) -> dict:
         return {
@@ -129,51 +132,84 @@ class OrbitType:
             "step_norm_last": float(self.step_norm_last),
             "return_distances": [float(r) for r in self.return_distances],
             "diverged_at": self.diverged_at,
+            "steps_run": self.steps_run,
         }
 
 
-@functools.partial(jax.jit, static_argnames=("n_pre", "window", "max_period"))
-def _orbit_core(f, z0, floor, *, n_pre, window, max_period):
+def _advance(f, z, bad, t0, n, *, keep):
+    """n steps from z = z_{t0}: (the states z_{t0+1}, ..., z_{t0+n} stacked if `keep`, else the last one; the
+    first non-finite step, or `bad` when that is >= 0 already or none is)."""
+    def step(carry, t):
+        z, bad = carry
+        z = f(z).astype(z.dtype)
+        return (z, jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)), (z if keep else None)
+
+    (z, bad), zs = jax.lax.scan(step, (z, bad), t0 + jnp.arange(1, n + 1, dtype=jnp.int32))
+    return (zs if keep else z), bad
+
+
+def _row_distances(a, b, scale):
+    """||a_i - b_i|| per row of two (n, d) stacks, computed on the rows divided by scale_i >= max |entries| of
+    both (no overflow of the squares for large finite states)."""
+    s = jnp.where(scale > 0, scale, 1)
+    return jnp.sqrt(jnp.sum(jnp.square((a - b) / s[:, None]), axis=1)) * s
+
+
+def _return_chunk(f, floor, first, m, n, carry):
+    """n more steps of the orbit and r_p(t) = ||z_t - z_{t-p}|| / max(||z_{t-p}||, floor) for p = 1..m at each
+    new step t (the m states before the chunk are in `hist`), maximised into r_max over t >= first."""
+    hist, hist_norms, hist_peaks, bad, r_max, _, t0 = carry
+    new, bad = _advance(f, hist[-1], bad, t0, n, keep=True)
+    flat = new.reshape(n, -1)
+    both = jnp.concatenate([hist.reshape(m, -1), flat])            # z_{t0-m+1}, ..., z_{t0+n}
+    peak = jnp.max(jnp.abs(flat), axis=1)
+    peaks = jnp.concatenate([hist_peaks, peak])
+    norms = jnp.concatenate([hist_norms, _row_distances(flat, jnp.zeros_like(flat), peak)])
+    on = (t0 + jnp.arange(1, n + 1)) >= first
+
+    def r_lag(p):   # r_p(t) for t = t0+1..t0+n: the rows z_{t-p} start at row m - p of `both`
+        rows = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=m - p, slice_size=n)
+        dist = _row_distances(flat, rows(both), jnp.maximum(peak, rows(peaks)))
+        return _ratio(dist, jnp.maximum(rows(norms), floor))
+
+    r1 = r_lag(1)
+    r_max = r_max.at[0].max(jnp.max(jnp.where(on, r1, 0)))
+    r_max = jax.lax.fori_loop(2, m + 1, lambda p, r_max: r_max.at[p - 1].max(jnp.max(jnp.where(on, r_lag(p), 0))),
+                              r_max)
+    return both[n:].reshape(hist.shape), norms[n:], peaks[n:], bad, r_max, r1[-1], t0 + n
+
+
+@functools.partial(jax.jit, static_argnames=("n_pre", "window", "max_period", "stop_early"))
+def _orbit_core(f, z0, floor, rtol, *, n_pre, window, max_period, stop_early):
+    """(r_p maximised over the window for p = 1..max_period, r_1 at the last step run, first non-finite
+    step, steps run). After n_pre plain steps the tail runs in chunks: each chunk's states are compared with
+    the max_period states before them lag by lag (no ring of states rewritten every step: that cost more
+    than the map). With stop_early, no further chunk runs once every r_p > rtol (a maximum only grows)."""
     m, dt = max_period, z0.dtype
     steps = n_pre + window + m - 1
-
-    def advance(carry, t):
-        z, bad = carry
-        z = f(z).astype(dt)
-        bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)
-        return (z, bad), None
-
-    (z, bad), _ = jax.lax.scan(advance, (z0, jnp.int32(-1)), jnp.arange(1, n_pre + 1, dtype=jnp.int32))
-
-    # The last m states before step t in a ring: z_{t-1} in slot `pos`, z_{t-p} in slot (pos - p + 1) mod m
-    # (written in place each step instead of shifting all m states, which cost more than the map itself).
-    buf = jnp.broadcast_to(z, (m,) + z.shape)
-    norms = jnp.broadcast_to(_norm(z), (m,))
-    r_max = jnp.zeros((m,), dt)
     first = steps - window + 1  # first step of the window over which r_p is maximised
-    lags = jnp.arange(m)
+    z, bad = _advance(f, z0, jnp.int32(-1), jnp.int32(0), n_pre, keep=False)
+    carry = (jnp.broadcast_to(z, (m,) + z.shape), jnp.broadcast_to(_norm(z), (m,)),
+             jnp.broadcast_to(jnp.max(jnp.abs(z)), (m,)), bad, jnp.zeros((m,), dt), jnp.zeros((), dt), jnp.int32(n_pre))
+    chunk = min(max(m, 64), steps - n_pre)
+    full, rest = divmod(steps - n_pre, chunk)
 
-    def tail(carry, t):
-        buf, norms, bad, r_max, _, pos = carry
-        z = f(buf[pos]).astype(dt)
-        bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(z)), t, bad)
-        by_slot = _norm((z[None] - buf).reshape(m, -1), axis=1)
-        slot = (pos - lags) % m   # slot[p-1] holds z_{t-p}
-        r = _ratio(by_slot[slot], jnp.maximum(norms[slot], floor))
-        r_max = jnp.where(t >= first, jnp.maximum(r_max, r), r_max)
-        pos = (pos + 1) % m
-        buf = jax.lax.dynamic_update_index_in_dim(buf, z, pos, 0)
-        norms = norms.at[pos].set(_norm(z))
-        return (buf, norms, bad, r_max, r[0], pos), None
+    def more(c):
+        i, carry = c
+        return (i < full) & ~(stop_early & jnp.all(carry[4] > rtol))
 
-    (_, _, bad, r_max, last, _), _ = jax.lax.scan(
-        tail, (buf, norms, bad, r_max, jnp.zeros((), dt), jnp.int32(0)),
-        jnp.arange(n_pre + 1, steps + 1, dtype=jnp.int32))
-    return r_max, last, bad
+    _, carry = jax.lax.while_loop(more, lambda c: (c[0] + 1, _return_chunk(f, floor, first, m, chunk, c[1])),
+                                  (0, carry))
+    if rest:
+        carry = jax.lax.cond(stop_early & jnp.all(carry[4] > rtol), lambda c: c,
+                             lambda c: _return_chunk(f, floor, first, m, rest, c), carry)
+    _, _, _, bad, r_max, last, t = carry
+    return r_max, last, bad, t
 
 
 def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT_MAX_PERIOD,
-               rtol: float = ORBIT_RTOL, atol: float = ORBIT_ATOL, window: int | None = None) -> OrbitType:
+               rtol: float = ORBIT_RTOL, atol: float = ORBIT_ATOL, window: int | None = None,
+               stop_early: bool = False) -> OrbitType:
     """Classify the orbit of z0 under f after `steps` iterations.
 
     With floor = atol / rtol and a window of the last W = min(max(2*max_period, steps // 4),
@@ -188,11 +224,14 @@ def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT
     qualifies (chaos, quasi-periodicity, slow convergence, period > max_period) the kind is
     "not_converged". A non-finite state at any step gives "diverged". Defaults: rtol = 1e-4,
     atol = 1e-8, max_period = 8 (float32 round-off, ~1e-7 relative, is far below rtol).
-    Needs steps >= 2 * max_period. One jitted scan; memory max_period states.
+    Needs steps >= 2 * max_period. One jitted program; memory about 2 max(max_period, 64) states.
     `window` (default as above) sets W explicitly, max_period + 1 <= W <= steps - max_period + 1: a short
     default tail (16 of 64 steps) says "not converged" for an orbit that has not settled *yet*; a long
     window over a long run (as `classify_regime` uses) makes a "fixed_point"/"periodic" verdict hold
     over the whole tail.
+    `stop_early=True` stops once every r_p > rtol (the kind is then "not_converged" whatever follows, as a
+    maximum only grows): the r_p are then maxima over the steps run (`steps_run`), and a non-finite state
+    after them is not seen.
     """
     _check_int("steps", steps, 1)
     _check_int("max_period", max_period, 1)
@@ -209,21 +248,21 @@ def orbit_type(f: Callable | Partial, z0, *, steps: int, max_period: int = ORBIT
         if window > steps - max_period + 1:
             raise ValueError(f"window={window} exceeds steps - max_period + 1 = {steps - max_period + 1}")
     n_pre = steps - window - max_period + 1
-    r_max, last, bad = _orbit_core(f, z0, jnp.asarray(atol / rtol, z0.dtype), n_pre=n_pre,
-                                   window=window, max_period=max_period)
-    bad = int(bad)
+    r_max, last, bad, ran = _orbit_core(f, z0, jnp.asarray(atol / rtol, z0.dtype), jnp.asarray(rtol, z0.dtype),
+                                        n_pre=n_pre, window=window, max_period=max_period, stop_early=bool(stop_early))
+    bad, ran = int(bad), int(ran)
     if bad >= 0:
         return OrbitType(kind="diverged", period=None, residual=math.nan, step_norm_last=math.nan,
-                         return_distances=(math.nan,) * max_period, diverged_at=bad)
+                         return_distances=(math.nan,) * max_period, diverged_at=bad, steps_run=ran)
     r = tuple(float(x) for x in np.asarray(r_max, dtype=np.float64))
     last = float(last)
     hits = [p for p in range(1, max_period + 1) if r[p - 1] <= rtol]
     if hits:
         p = hits[0]
         return OrbitType(kind="fixed_point" if p == 1 else "periodic", period=p, residual=r[p - 1],
-                         step_norm_last=last, return_distances=r)
+                         step_norm_last=last, return_distances=r, steps_run=ran)
     return OrbitType(kind="not_converged", period=None, residual=min(r), step_norm_last=last,
-                     return_distances=r)
+                     return_distances=r, steps_run=ran)
 
 
 # ---------------------------------------------------------------- lambda1_perturbation

@@ -65,6 +65,7 @@ __all__ = [
     "random_probes",
     "normalise_columns",
     "EngineOptions",
+    "map_output_shape",
 ]
 
 
@@ -347,8 +348,10 @@ def _output_shape_cached(treedef, leaf_types, shape, dtype):
     return getattr(out, "shape", type(out).__name__)
 
 
-def _output_shape(g, shape, dtype):
-    """The shape g returns for a state of `shape`, traced once per map structure (not once per call)."""
+def map_output_shape(g, shape, dtype):
+    """The shape map g (a callable or Partial) returns for a state of `shape` and `dtype` (or the type name
+    of a non-array result), traced once per map structure (the Partial's function and its leaves' shapes
+    and dtypes), not once per call: a model's maps for prompts of one padded length share one trace."""
     leaves, treedef = jax.tree_util.tree_flatten(g)
     leaf_types = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
     try:
@@ -449,7 +452,7 @@ def _run(maps, z0, *, k, steps, key, probes, warmup, renorm_every, probe_chunk, 
     if not _is_traced(z0) and not np.all(np.isfinite(np.asarray(z0))):
         raise ValueError("z0 contains NaN or inf")
     for j, g in enumerate(maps):
-        shape = _output_shape(g, z0.shape, dt)
+        shape = map_output_shape(g, z0.shape, dt)
         if shape != z0.shape:
             where = f"map {j}" if len(maps) > 1 else "f"
             raise ValueError(f"{where} must return an array of the state's shape {z0.shape}, got {shape}")

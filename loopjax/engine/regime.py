@@ -15,7 +15,7 @@ Model-free like the rest of the engine: ``f`` maps an array to an array of the s
    The second condition alone is "λ1 no longer drifts".
 2. **Orbit.** Once λ1 no longer drifts, the orbit is continued `orbit_steps` = max(4 max_period, 64) steps
    from z_T and `orbit_type` (periods 1..max_period, the whole tail as its window) decides whether it
-   closes. A closed orbit is judged by its own exponents (below); the other verdicts need full convergence
+   closes (`stop_early`: the check ends as soon as every period has failed; evidence["orbit"]["steps_run"]). A closed orbit is judged by its own exponents (below); the other verdicts need full convergence
    (the se condition too: a leading complex pair makes the λ1 column oscillate at a fixed point, which
    inflates its batch-means se without making the fixed point any less certain).
 3. **Verdict** (the first that applies):
@@ -175,27 +175,43 @@ def _cycle_residual(f, cycle, floor):  # ||f^p(c_0) - c_0|| / max(||c_0||, floor
 
 
 @functools.partial(jax.jit, static_argnames="p")
-def _settle(f, z, floor, rtol, n, *, p):
-    """Iterate n steps from z (n dynamic: one compilation for every n) with the last p states buffered.
-    Returns (last t in [0, n - p) with r_p(t) = ||z_{t+p} - z_t|| / max(||z_t||, floor) > rtol, or -1;
-    the last p states z_{n-p}, ..., z_{n-1})."""
-    buf = jnp.broadcast_to(z, (p,) + z.shape)
+def _settle(f, buf, last, start, stop, floor, rtol, *, p):
+    """Continue z_{t+1} = f(z_t) for t = start, ..., stop - 1 (dynamic bounds: one compilation) from buf, the
+    last p states (buf[-1] = z_start; a fresh run starts from p copies of z_0 with last = -1). Returns (the
+    last p states z_{stop+1-p}, ..., z_stop; the last t < stop + 1 - p with r_p(t) = ||z_{t+p} - z_t|| /
+    max(||z_t||, floor) > rtol, else `last`). A run split at any step gives the same numbers, bit for bit,
+    as one run (each step depends only on the carried states)."""
 
     def body(t, carry):
         buf, last = carry
-        z_new = f(buf[-1]).astype(z.dtype)  # z_{t+1}; buf[0] = z_{t+1-p}
+        z_new = f(buf[-1]).astype(buf.dtype)  # z_{t+1}; buf[0] = z_{t+1-p}
         r = _nrm(z_new - buf[0]) / jnp.maximum(_nrm(buf[0]), floor)
         last = jnp.where((t + 1 >= p) & ~(r <= rtol), t + 1 - p, last)
         return jnp.concatenate([buf[1:], z_new[None]]), last
 
-    buf, last = jax.lax.fori_loop(0, n - 1, body, (buf, jnp.asarray(-1, jnp.int32)))
-    return last, buf
+    return jax.lax.fori_loop(start, stop, body, (buf, last))
 
 
-def _transient(f, z0, floor, rtol, p, n):
-    """First step t0 with r_p(t) <= rtol for every t0 <= t < n - p (0 if always)."""
-    last, _ = _settle(f, z0, floor, rtol, n, p=p)
+def _orbit_from(z, p):
+    """The start of a `_settle` run from z: (p copies of z, last = -1, 0 steps taken)."""
+    return jnp.broadcast_to(z, (p,) + z.shape), jnp.asarray(-1, jnp.int32), 0
+
+
+def _transient(f, z0, ctx, p, n):
+    """First step t0 with r_p(t) <= rtol for every t0 <= t < n - p (0 if always), from the orbit of z0.
+    The run is kept per p in ctx["settle"] and continued when a later horizon asks for a larger n: the same
+    numbers as a fresh run from z0, without repeating the steps already taken."""
+    buf, last, done = ctx["settle"].get(p) or _orbit_from(z0, p)
+    if n - 1 > done:
+        buf, last = _settle(f, buf, last, done, n - 1, ctx["floor"], ctx["criteria"].orbit_rtol, p=p)
+        ctx["settle"][p] = (buf, last, n - 1)
     return int(last) + 1
+
+
+def _last_states(f, z, ctx, p, n):
+    """The last p states of n steps from z (z_{n-p+1}, ..., z_n)."""
+    buf, last, _ = _orbit_from(z, p)
+    return _settle(f, buf, last, 0, n, ctx["floor"], ctx["criteria"].orbit_rtol, p=p)[0]
 
 
 TAIL_BATCHES = 16  # batch-means se of the tail mean: 16 batches (few, long batches: an oscillating
@@ -316,12 +332,12 @@ def _agreement(name, lam, se, other, c):
 def _closed(kind, f, z0, r, ctx, o):
     """fixed_point / periodic verdict from a closed orbit (o: orbit_type result), or (None, reason)."""
     c, p, T, floor = ctx["criteria"], o.period, ctx["T"], ctx["floor"]
-    transient = _transient(f, z0, floor, c.orbit_rtol, p, T + ctx["n_orbit"] + 1)
+    transient = _transient(f, z0, ctx, p, T + ctx["n_orbit"] + 1)
     ctx["evidence"]["transient"] = transient
     if transient > T // 2:  # λ1's tail [T/2, T) must lie on the settled orbit
         return None, (f"the orbit closes (period {p}) only from step {transient}, after the burn-in T/2 = "
                       f"{T // 2} of the λ1 estimate")
-    _, cycle = _settle(f, r.final_state, floor, c.orbit_rtol, ctx["n_orbit"] + 1, p=p)  # the last p states
+    cycle = _last_states(f, r.final_state, ctx, p, ctx["n_orbit"])
     if p == 1:
         z = cycle[0]
         res, taken = float(_rel_residual(f, z, floor)), 0
@@ -377,7 +393,7 @@ def _decide(f, z0, r, ctx, *, converged):
     full convergence criterion (se too)."""
     c, n_orbit, l, s = ctx["criteria"], ctx["n_orbit"], ctx["l"], ctx["s"]
     o = orbit_type(f, r.final_state, steps=n_orbit, max_period=ctx["max_period"], rtol=c.orbit_rtol,
-                   atol=c.orbit_atol, window=n_orbit - ctx["max_period"] + 1)
+                   atol=c.orbit_atol, window=n_orbit - ctx["max_period"] + 1, stop_early=True)
     ctx["evidence"]["orbit"] = {**o.to_json(), "from_step": ctx["T"], "steps": n_orbit}
     if o.kind == "diverged":
         return _diverged(ctx, ctx["T"] + o.diverged_at, "non-finite state in the orbit check"), None
@@ -393,7 +409,7 @@ def _decide(f, z0, r, ctx, *, converged):
                f"bounded, λ1 = {l:.3g} ± {s:.2g} consistent with 0 (|λ1| <= max(2 se, {c.zero_atol:g}))")
         return _regime("quasi_periodic", ctx, reason=why), None
     return None, (f"λ1 = {l:.4g} ± {s:.2g} but the orbit has not closed (periods <= {ctx['max_period']}, "
-                  f"smallest return distance {o.residual:.2g} > {c.orbit_rtol:g}) by step {ctx['T'] + n_orbit}")
+                  f"smallest return distance {o.residual:.2g} > {c.orbit_rtol:g}) by step {ctx['T'] + o.steps_run}")
 
 
 def _regime(kind, ctx, *, period=None, transient=None, exponents=None, reason=""):
@@ -466,7 +482,7 @@ def classify_regime(f: Callable | Partial, z0, *, key, k: int = 4, min_steps: in
     ctx = {"criteria": c, "key": key, "k": k, "max_period": max_period, "n_orbit": max(4 * max_period, 64),
            "segment": min_steps, "eig_steps": min_steps * max(2, -(-c.eig_steps // min_steps)),
            "residual_tol": c.residual_tol if c.residual_tol is not None else 100 * eps,
-           "floor": c.orbit_atol / c.orbit_rtol, "T": 0, "l": None, "s": None,
+           "floor": c.orbit_atol / c.orbit_rtol, "settle": {}, "T": 0, "l": None, "s": None,
            "evidence": {"criteria": c.to_json(), "d": d, "k": k, "min_steps": min_steps, "max_steps": max_steps,
                         "max_period": max_period, "dtype": jnp.dtype(z0.dtype).name, "horizons": []}}
     limit = c.blowup * max(float(_nrm(z0)), 1.0)
