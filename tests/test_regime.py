@@ -181,3 +181,17 @@ def test_padded_prompt_gives_the_unpadded_verdict(name):
     assert a.kind == "fixed_point" and "padded_length" not in a.evidence
     assert b.lambda1 == pytest.approx(a.lambda1, abs=1e-5)
     np.testing.assert_allclose(b.exponents[:2], a.exponents[:2], atol=1e-5)
+
+
+def test_settle_continued_equals_one_run():
+    """The transient search is continued from horizon to horizon: a run split in pieces gives the same
+    states and the same last-violation step, bit for bit, as one run."""
+    from jax.tree_util import Partial
+    from loopjax.engine.regime import _orbit_from, _settle
+    f, z0 = Partial(slow), jnp.asarray([3.0, 1.0])
+    buf, last, _ = _orbit_from(z0, 2)
+    one = _settle(f, buf, last, 0, 900, 1e-4, 1e-4, p=2)
+    b, l = _settle(f, buf, last, 0, 250, 1e-4, 1e-4, p=2)
+    b, l = _settle(f, b, l, 250, 900, 1e-4, 1e-4, p=2)
+    np.testing.assert_array_equal(np.asarray(one[0]), np.asarray(b))
+    assert int(one[1]) == int(l) > 100

@@ -15,7 +15,8 @@ Model-free like the rest of the engine: ``f`` maps an array to an array of the s
    The second condition alone is "λ1 no longer drifts".
 2. **Orbit.** Once λ1 no longer drifts, the orbit is continued `orbit_steps` = max(4 max_period, 64) steps
    from z_T and `orbit_type` (periods 1..max_period, the whole tail as its window) decides whether it
-   closes (`stop_early`: the check ends as soon as every period has failed; evidence["orbit"]["steps_run"]). A closed orbit is judged by its own exponents (below); the other verdicts need full convergence
+   closes (`stop_early`: the check ends as soon as every period has failed; evidence["orbit"]["steps_run"]).
+   A closed orbit is judged by its own exponents (below); the other verdicts need full convergence
    (the se condition too: a leading complex pair makes the λ1 column oscillate at a fixed point, which
    inflates its batch-means se without making the fixed point any less certain).
 3. **Verdict** (the first that applies):
