@@ -7,10 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from loopjax.cli.session import tune_malloc
-
-tune_malloc()  # as the CLI does: XLA's large temporaries reuse freed heap memory instead of faulting in fresh pages
-
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = ("ouro-tiny", "huginn-tiny", "ouro-tiny-bf16-sharded")
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["cases"]
@@ -31,6 +27,15 @@ def precision(request):
     """Runs the test in float32 and again with jax x64 on (float64 arithmetic)."""
     with jax.enable_x64(request.param == "fp64"):
         yield request.param
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Tune malloc as the CLI does (XLA's large temporaries reuse freed heap memory instead of faulting in
+    fresh pages). Imported here, after pytest installed its unraisable-exception hook, so that loopjax.cli's
+    hook (a Ctrl-C lost in a gc callback, test_faults.py) wraps pytest's and not the other way round."""
+    from loopjax.cli.session import tune_malloc
+    tune_malloc()
 
 
 def pytest_collection_modifyitems(config, items):
