@@ -164,7 +164,7 @@ def _return_chunk(f, floor, first, m, n, carry):
     both = jnp.concatenate([hist.reshape(m, -1), flat])            # z_{t0-m+1}, ..., z_{t0+n}
     peak = jnp.max(jnp.abs(flat), axis=1)
     peaks = jnp.concatenate([hist_peaks, peak])
-    norms = jnp.concatenate([hist_norms, _row_distances(flat, jnp.zeros_like(flat), peak)])
+    norms = jnp.concatenate([hist_norms, _norm(flat, axis=1)])
     on = (t0 + jnp.arange(1, n + 1)) >= first
 
     def r_lag(p):   # r_p(t) for t = t0+1..t0+n: the rows z_{t-p} start at row m - p of `both`
